@@ -1,0 +1,305 @@
+"""Attacks: a threat model, a step rule and a loss, run by one PGD loop.
+
+``PGD`` is the only optimiser loop; ``FGSM`` is one PGD step of size ε with no random start;
+restarts and :class:`WorstOf` keep, per example, the worst case found (a misclassified point beats
+any loss value). Every attack is an immutable configuration called as
+``attack(model, x, y, *, generator=None)``; the base class checks the inputs and guards the model
+once, and subclasses write only :meth:`Attack.perturb`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from .guard import ModelMode, model_guard
+from .losses import Loss, cross_entropy, margin_loss
+from .models import as_class_index, as_logits, check_label_range, check_labels
+from .threats import Eps, ThreatModel
+
+__all__ = ["FGSM", "PGD", "Attack", "WorstOf"]
+
+
+class Attack(ABC):
+    """Base class of attacks: ``attack(model, x, y, *, generator=None) -> x_adv``.
+
+    The call checks the inputs (x floating and inside the domain, labels matching the batch and
+    the model's classes), runs :meth:`perturb` inside :func:`advtrade.guard.model_guard` and
+    returns a detached batch of the same shape, dtype and device. ``y`` holds the true labels,
+    or the target classes for a targeted attack.
+    """
+
+    mode: ModelMode = "eval"
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+            raise TypeError(
+                "x must be a floating-point tensor of shape (B, ...), got "
+                + (f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__)
+            )
+        check_labels(y, x.shape[0], x.device)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self._check_domain(x)
+        if x.shape[0] == 0:
+            return x.detach().clone()
+        with model_guard(model, self.mode) as net, torch.enable_grad():
+            with torch.no_grad():
+                probe = as_logits(net(x[:2]), min(2, x.shape[0]))
+            check_label_range(y, probe.shape[1])
+            return self.perturb(net, x.detach(), y, generator=generator).detach()
+
+    def _check_domain(self, x: Tensor) -> None:
+        threat = getattr(self, "threat", None)
+        if threat is not None:
+            threat.check_domain(x)
+
+    @abstractmethod
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
+    ) -> Tensor:
+        """Compute adversarial examples; inputs are already checked and the model guarded."""
+
+
+@dataclass
+class _Best:
+    """Per-example worst case found so far: a fooled point beats any loss; then higher loss."""
+
+    x: Tensor
+    fooled: Tensor
+    loss: Tensor
+
+    @classmethod
+    def empty(cls, x: Tensor) -> _Best:
+        n = x.shape[0]
+        return cls(
+            x.clone(),
+            torch.zeros(n, dtype=torch.bool, device=x.device),
+            torch.full((n,), -math.inf, dtype=x.dtype, device=x.device),
+        )
+
+    @staticmethod
+    def beats(fooled: Tensor, loss: Tensor, old_fooled: Tensor, old_loss: Tensor) -> Tensor:
+        return (fooled & ~old_fooled) | ((fooled == old_fooled) & (loss > old_loss))
+
+    def update(self, x: Tensor, fooled: Tensor, loss: Tensor) -> None:
+        """Keep ``x`` where it beats the current best (all tensors cover the same examples)."""
+        loss = loss.detach().to(self.loss.dtype)
+        better = self.beats(fooled, loss, self.fooled, self.loss)
+        self.x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x.detach(), self.x)
+        self.fooled = self.fooled | fooled
+        self.loss = torch.where(better, loss, self.loss)
+
+    def merge(self, index: Tensor, other: _Best) -> None:
+        """Merge the results ``other`` computed for the examples ``index``."""
+        better = self.beats(other.fooled, other.loss, self.fooled[index], self.loss[index])
+        take = index[better]
+        self.x[take] = other.x[better]
+        self.fooled[take] = other.fooled[better]
+        self.loss[take] = other.loss[better]
+
+
+def _fooled(logits: Tensor, target: Tensor, targeted: bool) -> Tensor:
+    """Success of the attack per example: misclassified, or (targeted) classified as target."""
+    if target.is_floating_point():  # a distribution target (e.g. TRADES): no success criterion
+        return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    hit = logits.argmax(dim=1) == target
+    return hit if targeted else ~hit
+
+
+@dataclass(frozen=True)
+class PGD(Attack):
+    """Projected gradient descent (Madry et al. 2018) under any threat model.
+
+    Each of ``steps`` iterations takes a step of ``step_size`` (default 2.5·ε/steps) along the
+    threat's steepest-ascent direction of the loss and projects back onto ball ∩ domain. The
+    returned point is, per example, the worst iterate found (a misclassified point beats any
+    loss), over ``restarts`` runs from independent random starts; later restarts attack only the
+    examples not yet fooled. ``early_stop`` freezes each example at its first misclassified
+    iterate and drops it from later forward/backward passes. ``targeted`` makes ``y`` the target
+    classes and minimises the loss instead. ``mode`` chooses eval-mode (default) or as-is model
+    execution (see :func:`advtrade.guard.model_guard`).
+    """
+
+    threat: ThreatModel
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+    restarts: int = 1
+    loss: Loss | None = None
+    targeted: bool = False
+    early_stop: bool = False
+    mode: ModelMode = "eval"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threat, ThreatModel):
+            raise TypeError(
+                f"threat must be a ThreatModel such as LinfBall(eps) or L2Ball(eps), got "
+                f"{type(self.threat).__name__}"
+            )
+        for name in ("steps", "restarts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.step_size is not None:
+            s = self.step_size
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 or s == math.inf:
+                raise ValueError(f"step_size must be a finite number > 0 (or None), got {s!r}")
+        if self.loss is not None and not callable(self.loss):
+            raise TypeError(f"loss must be a callable (logits, y) -> (B,), got {self.loss!r}")
+        if self.mode not in ("eval", "as_is"):
+            raise ValueError(f"mode must be 'eval' or 'as_is', got {self.mode!r}")
+
+    def with_eps(self, eps: Eps) -> PGD:
+        """The same attack with budget ``eps``; an explicit step size scales with ε."""
+        step = self.step_size
+        if step is not None and isinstance(self.threat.eps, float) and self.threat.eps > 0:
+            ratio = eps / self.threat.eps
+            step = None if isinstance(ratio, Tensor) else step * ratio
+        return replace(self, threat=self.threat.with_eps(eps), step_size=step or None)
+
+    def _alpha(self, threat: ThreatModel, x: Tensor) -> Tensor | float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        return 2.5 * threat.eps_like(x) / self.steps
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
+    ) -> Tensor:
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = self.loss or cross_entropy
+        best: _Best | None = None
+        for _ in range(self.restarts):
+            if best is None:
+                best = self._run(model, x, y, self.threat, loss_fn, generator)
+                continue
+            todo = (~best.fooled).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            result = self._run(
+                model, x[todo], y[todo], self.threat.select(todo), loss_fn, generator
+            )
+            best.merge(todo, result)
+        assert best is not None
+        return best.x
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        generator: torch.Generator | None,
+    ) -> _Best:
+        """One PGD run from one start; returns the best iterate of each example."""
+        sign = -1.0 if self.targeted else 1.0
+        x_adv = threat.random_start(x, generator) if self.random_start else x.clone()
+        out = _Best.empty(x)  # results of examples that left the active set
+        index = torch.arange(x.shape[0], device=x.device)
+        x0, target, best, active = x, y, _Best.empty(x), index
+        labels: Tensor | None = None
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            logits = as_logits(model(x_adv), x_adv.shape[0])
+            if labels is None:
+                labels = target if target.is_floating_point() else as_class_index(
+                    target, logits.shape[1]
+                )
+            losses = sign * loss_fn(logits, labels)
+            (grad,) = torch.autograd.grad(losses.sum(), x_adv)
+            x_adv = x_adv.detach()
+            fooled = _fooled(logits.detach(), labels, self.targeted)
+            best.update(x_adv, fooled, losses)
+            if self.early_stop and bool(fooled.any()):
+                keep = ~fooled
+                out.merge(active, best)
+                active, x0, labels, x_adv, grad = (
+                    t[keep] for t in (active, x0, labels, x_adv, grad)
+                )
+                threat = threat.select(keep.nonzero().squeeze(1))
+                best = _Best(best.x[keep], best.fooled[keep], best.loss[keep])
+                if active.numel() == 0:
+                    return out
+            step = self._alpha(threat, x0) * threat.ascent_direction(grad)
+            x_adv = threat.project(x0, x_adv + step)
+        with torch.no_grad():
+            logits = as_logits(model(x_adv), x_adv.shape[0])
+            assert labels is not None
+            fooled = _fooled(logits, labels, self.targeted)
+            best.update(x_adv, fooled, sign * loss_fn(logits, labels))
+        if active.numel() == x.shape[0]:
+            return best
+        out.merge(active, best)
+        return out
+
+
+@dataclass(frozen=True)
+class FGSM(PGD):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε from the clean
+    point (under ℓ2 this is the fast gradient method, a step of length ε along the gradient)."""
+
+    steps: int = field(default=1, init=False)
+    random_start: bool = field(default=False, init=False)
+    restarts: int = field(default=1, init=False)
+    early_stop: bool = field(default=False, init=False)
+
+    def _alpha(self, threat: ThreatModel, x: Tensor) -> Tensor | float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        return threat.eps_like(x)
+
+
+@dataclass(frozen=True)
+class WorstOf(Attack):
+    """Per example, the worst case over several attacks (a fooled point beats any margin).
+
+    Each attack after the first runs only on the examples that no earlier attack fooled, so an
+    ensemble costs little more than its strongest member on a weak model.
+    """
+
+    attacks: Sequence[Attack]
+    mode: ModelMode = "eval"
+
+    def __post_init__(self) -> None:
+        attacks = tuple(self.attacks)
+        if not attacks or not all(isinstance(a, Attack) for a in attacks):
+            raise TypeError("attacks must be a non-empty sequence of Attack objects")
+        flags = {bool(getattr(a, "targeted", False)) for a in attacks}
+        if len(flags) > 1:
+            raise ValueError("attacks must be all targeted or all untargeted")
+        object.__setattr__(self, "attacks", attacks)
+
+    def _check_domain(self, x: Tensor) -> None:
+        for attack in self.attacks:
+            attack._check_domain(x)
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
+    ) -> Tensor:
+        targeted = bool(getattr(self.attacks[0], "targeted", False))
+        sign = -1.0 if targeted else 1.0
+        best = _Best.empty(x)
+        for attack in self.attacks:
+            todo = (~best.fooled).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            x_adv = attack(model, x[todo], y[todo], generator=generator)
+            with torch.no_grad():
+                logits = as_logits(model(x_adv), x_adv.shape[0])
+            labels = as_class_index(y[todo], logits.shape[1])
+            result = _Best(
+                x_adv,
+                _fooled(logits, labels, targeted),
+                (sign * margin_loss(logits, labels)).to(best.loss.dtype),
+            )
+            best.merge(todo, result)
+        return best.x

@@ -1,0 +1,234 @@
+"""Threat models: the norm ball an adversary may move in, intersected with the input domain.
+
+A threat model owns everything that depends on the norm — a random start inside the ball, the
+projection onto ball ∩ domain, the steepest-ascent direction and the dual norm — so the attack loop
+never branches on the norm, and adding ℓ1 means adding one small class. Threat models are immutable
+and hold only ε and the domain; the batch is always passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["Domain", "Eps", "L2Ball", "LinfBall", "ThreatModel"]
+
+Eps = float | Tensor
+"""A budget: one float for the whole batch, or a (B,) tensor with one budget per example."""
+
+Domain = tuple[float, float] | None
+"""Inclusive bounds (low, high) of valid inputs, or ``None`` for unbounded data."""
+
+
+def _check_eps(eps: Eps) -> Eps:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, Tensor)):
+        raise TypeError(f"eps must be a float or a tensor of shape (B,), got {type(eps).__name__}")
+    if isinstance(eps, Tensor):
+        if eps.ndim > 1 or not eps.is_floating_point():
+            raise ValueError(
+                f"eps as a tensor must be a floating 0-d or 1-d tensor of shape (B,), got "
+                f"shape {tuple(eps.shape)} and dtype {eps.dtype}"
+            )
+        if eps.ndim == 0:
+            return _check_eps(float(eps))
+        bad = ~torch.isfinite(eps) | (eps < 0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"eps must be finite and >= 0 for every example; got {eps[bad][:3].tolist()}"
+            )
+        return eps.detach()
+    eps = float(eps)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def _check_domain(domain: Domain) -> Domain:
+    if domain is None:
+        return None
+    try:
+        low, high = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise TypeError(f"domain must be a pair (low, high) or None, got {domain!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ValueError(f"domain must be finite with low < high, got {domain!r}")
+    return (low, high)
+
+
+def _flat_norm(v: Tensor, p: float) -> Tensor:
+    """Norm of each example of ``v`` over all non-batch dimensions, shape (B,)."""
+    return torch.linalg.vector_norm(v.flatten(1), ord=p, dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class ThreatModel(ABC):
+    """A norm ball of radius ``eps`` around each input, intersected with ``domain``.
+
+    ``eps`` is a float or a (B,) tensor; ``domain`` is an inclusive (low, high) pair applied to
+    every coordinate, or ``None`` for unbounded inputs (for example the synthetic distribution).
+    """
+
+    eps: Eps
+    domain: Domain = (0.0, 1.0)
+
+    #: The p of the ℓp norm, and its dual q (1/p + 1/q = 1).
+    p: ClassVar[float]
+    dual_p: ClassVar[float]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", _check_eps(self.eps))
+        object.__setattr__(self, "domain", _check_domain(self.domain))
+
+    def __repr__(self) -> str:
+        eps = self.eps if isinstance(self.eps, float) else f"tensor{tuple(self.eps.shape)}"
+        return f"{type(self).__name__}(eps={eps}, domain={self.domain})"
+
+    # -- budgets -------------------------------------------------------------------------------
+    def with_eps(self, eps: Eps) -> ThreatModel:
+        """The same threat model with another budget."""
+        return replace(self, eps=eps)
+
+    def eps_like(self, x: Tensor) -> Tensor | float:
+        """ε broadcastable against ``x`` (B, ...): a float, or a (B, 1, ..., 1) tensor."""
+        if isinstance(self.eps, float):
+            return self.eps
+        if self.eps.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"eps has one budget per example ({self.eps.shape[0]}) but the batch has "
+                f"{x.shape[0]} examples; pass a float or a tensor of shape ({x.shape[0]},)"
+            )
+        return self.eps.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+    def select(self, index: Tensor) -> ThreatModel:
+        """The threat model restricted to the examples ``index`` (a no-op for a float ε)."""
+        if isinstance(self.eps, float):
+            return self
+        return replace(self, eps=self.eps[index.to(self.eps.device)])
+
+    # -- geometry ------------------------------------------------------------------------------
+    def clip_domain(self, x: Tensor) -> Tensor:
+        """``x`` clamped to the input domain."""
+        if self.domain is None:
+            return x
+        return x.clamp(self.domain[0], self.domain[1])
+
+    def check_domain(self, x: Tensor, name: str = "x") -> None:
+        """Raise ``ValueError`` if ``x`` lies outside the domain (a data or normalisation bug)."""
+        if self.domain is None:
+            return
+        low, high = self.domain
+        lo, hi = torch.aminmax(x.detach())
+        if bool(lo < low) or bool(hi > high):
+            raise ValueError(
+                f"{name} has values in [{float(lo):.4g}, {float(hi):.4g}], outside the threat "
+                f"model's domain [{low}, {high}]; scale the data into the domain (normalisation "
+                f"belongs inside the model: see advtrade.Normalize), or pass domain=None for "
+                f"unbounded data"
+            )
+
+    def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Project ``x_adv`` onto the ball around ``x`` intersected with the domain."""
+        return self.clip_domain(x + self._project_delta(x_adv - x, self.eps_like(x)))
+
+    def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A random point of ball ∩ domain around ``x``."""
+        return self.clip_domain(x + self._random_delta(x, self.eps_like(x), generator))
+
+    def norm(self, delta: Tensor) -> Tensor:
+        """The threat's norm of each example of ``delta``, shape (B,)."""
+        return _flat_norm(delta, self.p)
+
+    def dual_norm(self, w: Tensor, dim: int = -1) -> Tensor:
+        """The dual norm ‖w‖_* along ``dim``: the most a unit perturbation can move ``w · x``.
+
+        For a linear score w · x the worst perturbation of radius ε lowers the margin by
+        exactly ε‖w‖_* (ℓ∞ → ‖w‖₁, ℓ2 → ‖w‖₂), which makes linear models exact oracles.
+        """
+        return torch.linalg.vector_norm(w, ord=self.dual_p, dim=dim)
+
+    @abstractmethod
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        """The steepest-ascent direction of unit threat norm for a gradient (0 where it is 0)."""
+
+    @abstractmethod
+    def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
+        """Project perturbations onto the ball of radius ``eps``."""
+
+    @abstractmethod
+    def _random_delta(
+        self, x: Tensor, eps: Tensor | float, generator: torch.Generator | None
+    ) -> Tensor:
+        """A random perturbation inside the ball."""
+
+
+def _rand(
+    kind: str, x: Tensor, generator: torch.Generator | None, size: tuple[int, ...] | None = None
+) -> Tensor:
+    """``rand``/``randn`` like ``x`` (or of ``size``), drawn on the generator's own device."""
+    size = tuple(x.shape) if size is None else size
+    fn = torch.rand if kind == "rand" else torch.randn
+    device = x.device if generator is None else generator.device
+    out = fn(size, generator=generator, device=device, dtype=x.dtype)
+    return out.to(x.device)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LinfBall(ThreatModel):
+    """The ℓ∞ ball {δ : max_i |δ_i| ≤ ε}: every coordinate may move by up to ε."""
+
+    p: ClassVar[float] = float("inf")
+    dual_p: ClassVar[float] = 1.0
+
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
+        if isinstance(eps, float):
+            return delta.clamp(-eps, eps)
+        return torch.minimum(torch.maximum(delta, -eps), eps)
+
+    def _random_delta(
+        self, x: Tensor, eps: Tensor | float, generator: torch.Generator | None
+    ) -> Tensor:
+        return (2 * _rand("rand", x, generator) - 1) * eps
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class L2Ball(ThreatModel):
+    """The ℓ2 ball {δ : ‖δ‖₂ ≤ ε}, the norm taken over all non-batch dimensions.
+
+    The random start is uniform in the ball's volume (a Gaussian direction and a radius
+    ε·U^(1/n)), which measured stronger than a uniform radius or a start on the sphere.
+    """
+
+    p: ClassVar[float] = 2.0
+    dual_p: ClassVar[float] = 2.0
+
+    def ascent_direction(self, grad: Tensor) -> Tensor:
+        # Rescale by the largest entry first so that tiny gradients neither underflow to a zero
+        # norm nor get shrunk by an additive guard; an all-zero gradient stays zero (no NaN).
+        shape = (-1,) + (1,) * (grad.ndim - 1)
+        scale = grad.detach().flatten(1).abs().amax(dim=1).view(shape)
+        g = grad / torch.where(scale > 0, scale, torch.ones_like(scale))
+        norm = _flat_norm(g, 2.0).view(shape)
+        return g / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+    def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
+        shape = (-1,) + (1,) * (delta.ndim - 1)
+        norm = _flat_norm(delta, 2.0).view(shape)
+        factor = torch.where(norm > eps, eps / norm.clamp_min(torch.finfo(delta.dtype).tiny), 1.0)
+        return delta * factor
+
+    def _random_delta(
+        self, x: Tensor, eps: Tensor | float, generator: torch.Generator | None
+    ) -> Tensor:
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        direction = self.ascent_direction(_rand("randn", x, generator))
+        n = x[0].numel()
+        radius = _rand("rand", x, generator, size=(x.shape[0],)).pow(1.0 / n).view(shape)
+        return direction * radius * eps
