@@ -58,6 +58,13 @@ class Attack(ABC):
             check_label_range(y, probe.shape[1])
             return self.perturb(net, x.detach(), y, generator=generator).detach()
 
+    def subset(self, index: Tensor) -> Attack:
+        """The attack for the examples ``index`` of a batch (differs only for per-example ε)."""
+        threat = getattr(self, "threat", None)
+        if threat is None or isinstance(threat.eps, float):
+            return self
+        return replace(self, threat=threat.select(index))  # type: ignore[type-var]
+
     def _check_domain(self, x: Tensor) -> None:
         threat = getattr(self, "threat", None)
         if threat is not None:
@@ -72,7 +79,9 @@ class Attack(ABC):
 
 @dataclass
 class _Best:
-    """Per-example worst case found so far: a fooled point beats any loss; then higher loss."""
+    """Per-example worst case found so far: a fooled point beats any loss value, and among
+    points equally fooled (or not) the higher loss wins, so adversarial training gets the
+    max-loss point and evaluation gets any misclassified one."""
 
     x: Tensor
     fooled: Tensor
@@ -87,25 +96,29 @@ class _Best:
             torch.full((n,), -math.inf, dtype=x.dtype, device=x.device),
         )
 
-    @staticmethod
-    def beats(fooled: Tensor, loss: Tensor, old_fooled: Tensor, old_loss: Tensor) -> Tensor:
-        return (fooled & ~old_fooled) | ((fooled == old_fooled) & (loss > old_loss))
+    def _beats(self, fooled: Tensor, loss: Tensor, index: Tensor | None = None) -> Tensor:
+        old_fooled = self.fooled if index is None else self.fooled[index]
+        old_loss = self.loss if index is None else self.loss[index]
+        return (fooled > old_fooled) | ((fooled == old_fooled) & (loss > old_loss))
 
     def update(self, x: Tensor, fooled: Tensor, loss: Tensor) -> None:
-        """Keep ``x`` where it beats the current best (all tensors cover the same examples)."""
+        """Keep ``x`` where it beats the best so far (all tensors cover the same examples)."""
         loss = loss.detach().to(self.loss.dtype)
-        better = self.beats(fooled, loss, self.fooled, self.loss)
-        self.x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x.detach(), self.x)
+        better = self._beats(fooled, loss)
+        self.x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x, self.x)
         self.fooled = self.fooled | fooled
         self.loss = torch.where(better, loss, self.loss)
 
     def merge(self, index: Tensor, other: _Best) -> None:
         """Merge the results ``other`` computed for the examples ``index``."""
-        better = self.beats(other.fooled, other.loss, self.fooled[index], self.loss[index])
+        better = self._beats(other.fooled, other.loss.to(self.loss.dtype), index)
         take = index[better]
         self.x[take] = other.x[better]
         self.fooled[take] = other.fooled[better]
-        self.loss[take] = other.loss[better]
+        self.loss[take] = other.loss[better].to(self.loss.dtype)
+
+    def select(self, keep: Tensor) -> _Best:
+        return _Best(self.x[keep], self.fooled[keep], self.loss[keep])
 
 
 def _fooled(logits: Tensor, target: Tensor, targeted: bool) -> Tensor:
@@ -184,9 +197,8 @@ class PGD(Attack):
             todo = (~best.fooled).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            result = self._run(
-                model, x[todo], y[todo], self.threat.select(todo), loss_fn, generator
-            )
+            threat = self.threat.select(todo)
+            result = self._run(model, x[todo], y[todo], threat, loss_fn, generator)
             best.merge(todo, result)
         assert best is not None
         return best.x
@@ -200,46 +212,58 @@ class PGD(Attack):
         loss_fn: Callable[[Tensor, Tensor], Tensor],
         generator: torch.Generator | None,
     ) -> _Best:
-        """One PGD run from one start; returns the best iterate of each example."""
-        sign = -1.0 if self.targeted else 1.0
+        """One PGD run from one start; returns the best iterate of each example.
+
+        Per step this does one forward and one input-gradient backward plus a handful of
+        element-wise ops; scoring the last iterate costs one extra forward (no backward).
+        """
+        targeted = self.targeted
         x_adv = threat.random_start(x, generator) if self.random_start else x.clone()
-        out = _Best.empty(x)  # results of examples that left the active set
-        index = torch.arange(x.shape[0], device=x.device)
-        x0, target, best, active = x, y, _Best.empty(x), index
-        labels: Tensor | None = None
+        best = _Best.empty(x)
+        done = _Best.empty(x) if self.early_stop else best  # examples that left the loop
+        active = torch.arange(x.shape[0], device=x.device)
+        x0, project, alpha = x, threat.projector(x), self._alpha(threat, x)
+        labels = None
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
             logits = as_logits(model(x_adv), x_adv.shape[0])
             if labels is None:
-                labels = target if target.is_floating_point() else as_class_index(
-                    target, logits.shape[1]
-                )
-            losses = sign * loss_fn(logits, labels)
-            (grad,) = torch.autograd.grad(losses.sum(), x_adv)
+                labels = y if y.is_floating_point() else as_class_index(y, logits.shape[1])
+            objective = loss_fn(logits, labels)
+            if targeted:
+                objective = -objective
+            (grad,) = torch.autograd.grad(objective.sum(), x_adv)
             x_adv = x_adv.detach()
-            fooled = _fooled(logits.detach(), labels, self.targeted)
-            best.update(x_adv, fooled, losses)
+            fooled = _fooled(logits.detach(), labels, targeted)
+            best.update(x_adv, fooled, objective)
             if self.early_stop and bool(fooled.any()):
+                done.merge(active, best)
                 keep = ~fooled
-                out.merge(active, best)
                 active, x0, labels, x_adv, grad = (
                     t[keep] for t in (active, x0, labels, x_adv, grad)
                 )
-                threat = threat.select(keep.nonzero().squeeze(1))
-                best = _Best(best.x[keep], best.fooled[keep], best.loss[keep])
                 if active.numel() == 0:
-                    return out
-            step = self._alpha(threat, x0) * threat.ascent_direction(grad)
-            x_adv = threat.project(x0, x_adv + step)
+                    return done
+                best = best.select(keep)
+                threat = threat.select(keep.nonzero().squeeze(1))
+                project, alpha = threat.projector(x0), self._alpha(threat, x0)
+            x_adv = project(_step(x_adv, alpha, threat.ascent_direction(grad)))
+        assert labels is not None
         with torch.no_grad():
             logits = as_logits(model(x_adv), x_adv.shape[0])
-            assert labels is not None
-            fooled = _fooled(logits, labels, self.targeted)
-            best.update(x_adv, fooled, sign * loss_fn(logits, labels))
-        if active.numel() == x.shape[0]:
-            return best
-        out.merge(active, best)
-        return out
+            objective = loss_fn(logits, labels)
+            objective = -objective if targeted else objective
+            best.update(x_adv, _fooled(logits, labels, targeted), objective)
+        if done is not best:
+            done.merge(active, best)
+        return done
+
+
+def _step(x: Tensor, alpha: Tensor | float, direction: Tensor) -> Tensor:
+    """``x + alpha * direction`` in one fused op."""
+    if isinstance(alpha, Tensor):
+        return torch.addcmul(x, alpha, direction)
+    return torch.add(x, direction, alpha=alpha)
 
 
 @dataclass(frozen=True)
@@ -282,24 +306,23 @@ class WorstOf(Attack):
         for attack in self.attacks:
             attack._check_domain(x)
 
+    def subset(self, index: Tensor) -> WorstOf:
+        return replace(self, attacks=[a.subset(index) for a in self.attacks])
+
     def perturb(
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
     ) -> Tensor:
         targeted = bool(getattr(self.attacks[0], "targeted", False))
-        sign = -1.0 if targeted else 1.0
         best = _Best.empty(x)
         for attack in self.attacks:
             todo = (~best.fooled).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            x_adv = attack(model, x[todo], y[todo], generator=generator)
+            x_adv = attack.subset(todo)(model, x[todo], y[todo], generator=generator)
             with torch.no_grad():
                 logits = as_logits(model(x_adv), x_adv.shape[0])
             labels = as_class_index(y[todo], logits.shape[1])
-            result = _Best(
-                x_adv,
-                _fooled(logits, labels, targeted),
-                (sign * margin_loss(logits, labels)).to(best.loss.dtype),
-            )
-            best.merge(todo, result)
+            margin = margin_loss(logits, labels)
+            fooled = _fooled(logits, labels, targeted)
+            best.merge(todo, _Best(x_adv, fooled, -margin if targeted else margin))
         return best.x

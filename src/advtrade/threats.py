@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -51,10 +52,13 @@ def _check_eps(eps: Eps) -> Eps:
 def _check_domain(domain: Domain) -> Domain:
     if domain is None:
         return None
-    try:
-        low, high = (float(v) for v in domain)
-    except (TypeError, ValueError):
-        raise TypeError(f"domain must be a pair (low, high) or None, got {domain!r}") from None
+    if (
+        not isinstance(domain, (tuple, list))
+        or len(domain) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in domain)
+    ):
+        raise TypeError(f"domain must be a pair of numbers (low, high) or None, got {domain!r}")
+    low, high = float(domain[0]), float(domain[1])
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
         raise ValueError(f"domain must be finite with low < high, got {domain!r}")
     return (low, high)
@@ -135,6 +139,10 @@ class ThreatModel(ABC):
         """Project ``x_adv`` onto the ball around ``x`` intersected with the domain."""
         return self.clip_domain(x + self._project_delta(x_adv - x, self.eps_like(x)))
 
+    def projector(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """``project`` specialised to one clean batch ``x``, for loops that project many times."""
+        return lambda x_adv: self.project(x, x_adv)
+
     def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A random point of ball ∩ domain around ``x``."""
         return self.clip_domain(x + self._random_delta(x, self.eps_like(x), generator))
@@ -186,6 +194,14 @@ class LinfBall(ThreatModel):
 
     def ascent_direction(self, grad: Tensor) -> Tensor:
         return grad.sign()
+
+    def projector(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        # ball ∩ box is a box: precompute its bounds once, then each projection is one clamp
+        eps = self.eps_like(x)
+        low, high = x - eps, x + eps
+        if self.domain is not None:
+            low, high = low.clamp(min=self.domain[0]), high.clamp(max=self.domain[1])
+        return lambda x_adv: torch.clamp(x_adv, low, high)
 
     def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
         if isinstance(eps, float):
