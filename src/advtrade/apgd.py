@@ -37,21 +37,35 @@ class _State:
     x: Tensor
     x_prev: Tensor
     grad: Tensor
-    x_best: Tensor  # best-loss point: where a halving restarts from
+    # The best point so far, where a halving restarts from and what the run returns: a fooled
+    # point beats any unfooled one, then the higher loss wins (for examples not yet fooled,
+    # the best-loss point of the paper).
+    x_best: Tensor
     grad_best: Tensor
     loss_best: Tensor
+    fooled: Tensor
     loss_prev: Tensor
     loss_at_check: Tensor  # best loss at the previous checkpoint
     eta: Tensor  # step size, shape (B, 1, ..., 1)
     ups: Tensor  # steps that increased the loss since the previous checkpoint
     halved: Tensor  # the step was halved at the previous checkpoint
-    out: _Best  # the returned point: a fooled iterate beats any loss
 
     def keep(self, mask: Tensor) -> _State:
         """The state restricted to the examples where ``mask`` is true."""
-        parts = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name != "out"}
-        best = _Best(self.out.x[mask], self.out.fooled[mask], self.out.loss[mask])
-        return _State(**parts, out=best)
+        return _State(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
+
+    def best(self) -> _Best:
+        return _Best(self.x_best, self.fooled, self.loss_best)
+
+    def update(self, x: Tensor, grad: Tensor | None, fooled: Tensor, loss: Tensor) -> None:
+        """Take ``x`` as the best point where it beats it."""
+        better = (fooled > self.fooled) | ((fooled == self.fooled) & (loss > self.loss_best))
+        col = better.view(-1, *([1] * (x.ndim - 1)))
+        self.x_best = torch.where(col, x, self.x_best)
+        if grad is not None:
+            self.grad_best = torch.where(col, grad, self.grad_best)
+        self.loss_best = torch.where(better, loss, self.loss_best)
+        self.fooled = self.fooled | fooled
 
 
 @dataclass(frozen=True)
@@ -59,17 +73,18 @@ class APGD(Attack):
     """Auto-PGD (Croce & Hein 2020) with the cross-entropy or DLR loss, any threat model.
 
     Each of ``steps`` iterations takes a threat-norm step of size η (initially
-    ``initial_step``·ε) from the current point, projects onto ball ∩ domain, and mixes in the
-    previous move with ``momentum`` (0.75). At checkpoints (after 22% of the steps, then at
-    shrinking intervals, as in the paper) η is halved for an example, which then restarts from
-    its best-loss point, if at most a fraction ``rho`` of the steps since the last checkpoint
-    increased its loss, or if its step was not halved and its best loss did not improve since
-    the last checkpoint. Per example the returned point is a misclassified iterate if one was
-    found, else the highest-loss iterate; ``restarts`` rerun the examples still robust from new
-    random starts. ``loss`` is ``"ce"``, ``"dlr"`` (shift/scale invariant; needs 3 classes) or
-    any per-example loss. ``early_stop`` drops fooled examples from later passes.
+    ``initial_step``·ε) along the threat's ascent direction, projects onto ball ∩ domain, and
+    mixes in the previous move with ``momentum`` (none on the first step). At checkpoints
+    (after 22% of the steps, then at shrinking intervals, as in the paper) an example's η is
+    halved and it restarts from its best point if at most a fraction ``rho`` of its steps
+    since the last checkpoint increased the loss, or if its η was not halved then and its best
+    loss has not improved since. The best point, also what is returned, is a misclassified
+    iterate if one was found (the highest-loss one), else the highest-loss iterate.
+    ``restarts`` rerun the examples still robust from new random starts; ``early_stop`` drops
+    fooled examples from later passes. ``loss`` is ``"ce"``, ``"dlr"`` (invariant to shifting
+    and scaling the logits; needs 3 classes) or any per-example loss ``(logits, y) -> (B,)``.
 
-    Cost: ``steps`` forward+backward passes and one forward pass per restart (the gradient at
+    Cost per restart: ``steps`` forward+backward passes and one forward pass (the gradient at
     the last iterate is never needed).
     """
 
@@ -156,34 +171,37 @@ class APGD(Attack):
         eta = eta * threat.eps_like(x)
         s = _State(
             index=torch.arange(n, device=x.device),
-            x0=x, y=labels, x=x_adv, x_prev=x_adv, grad=grad, x_best=x_adv, grad_best=grad,
-            loss_best=loss, loss_prev=loss, loss_at_check=loss, eta=eta,
-            ups=torch.zeros(n, dtype=torch.long, device=x.device),
+            x0=x,
+            y=labels,
+            x=x_adv,
+            x_prev=x_adv,
+            grad=grad,
+            x_best=x_adv,
+            grad_best=grad,
+            loss_best=loss,
+            fooled=_fooled(logits, labels, False),
+            loss_prev=loss,
+            loss_at_check=loss,
+            eta=eta,
+            ups=torch.zeros(n, dtype=loss.dtype, device=x.device),
             halved=torch.ones(n, dtype=torch.bool, device=x.device),
-            out=_Best.empty(x),
-        )  # fmt: skip
-        s.out.update(x_adv, _fooled(logits, labels, False), loss)
+        )
         done = _Best.empty(x)  # examples dropped by early stopping
         interval, decrement, min_interval = self._schedule()
         since_check, project = 0, threat.projector(x)
         for i in range(self.steps):
             with torch.no_grad():
-                a = 1.0 if i == 0 else self.momentum
                 z = project(torch.addcmul(s.x, s.eta, threat.ascent_direction(s.grad)))
-                x_new = project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
-                s.x_prev, s.x = s.x, x_new
-            last = i == self.steps - 1
-            logits, loss, grad = _forward(model, s.x, s.y, loss_fn, with_grad=not last)
+                if i > 0:  # x + a(z − x) + (1 − a)(x − x_prev) = lerp(2x − x_prev, z, a)
+                    z = project(torch.lerp(s.x.mul(2).sub_(s.x_prev), z, self.momentum))
+                s.x_prev, s.x = s.x, z
+            logits, loss, grad = _forward(model, s.x, s.y, loss_fn, with_grad=i < self.steps - 1)
             fooled = _fooled(logits, s.y, False)
-            s.out.update(s.x, fooled, loss)
-            if grad is None:  # the last iterate: no step follows
-                break
-            improved = loss > s.loss_best
             s.ups += loss > s.loss_prev
             s.loss_prev, s.grad = loss, grad
-            s.x_best = torch.where(_col(improved, x), s.x, s.x_best)
-            s.grad_best = torch.where(_col(improved, x), grad, s.grad_best)
-            s.loss_best = torch.where(improved, loss, s.loss_best)
+            s.update(s.x, grad, fooled, loss)
+            if grad is None:  # the last iterate: no step follows
+                break
             since_check += 1
             if since_check == interval:
                 halve = (s.ups <= self.rho * interval) | (
@@ -198,7 +216,7 @@ class APGD(Attack):
                 since_check, interval = 0, max(interval - decrement, min_interval)
             if self.early_stop and bool(fooled.any()):
                 finished = s.keep(fooled)
-                done.merge(finished.index, finished.out)
+                done.merge(finished.index, finished.best())
                 keep = ~fooled
                 threat = threat.select(keep.nonzero().squeeze(1))
                 s = s.keep(keep)
@@ -206,8 +224,8 @@ class APGD(Attack):
                     return done
                 project = threat.projector(s.x0)
         if s.index.numel() == n:
-            return s.out
-        done.merge(s.index, s.out)
+            return s.best()
+        done.merge(s.index, s.best())
         return done
 
 

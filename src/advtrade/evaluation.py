@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 import torch
@@ -78,6 +78,26 @@ class EvaluationReport:
     def __getitem__(self, name: str) -> float:
         return self.counts[name] / self.n
 
+    def __add__(self, other: EvaluationReport) -> EvaluationReport:
+        """The report of both example sets together (e.g. shards evaluated on several ranks)."""
+        if not isinstance(other, EvaluationReport):
+            return NotImplemented
+        if list(other.counts) != list(self.counts) or other.clean_name != self.clean_name:
+            raise ValueError(
+                f"cannot add reports with different columns: {list(self.counts)} and "
+                f"{list(other.counts)}"
+            )
+        both = self.per_example.keys() == other.per_example.keys() == self.counts.keys()
+        return EvaluationReport(
+            self.n + other.n,
+            {k: v + other.counts[k] for k, v in self.counts.items()},
+            self.clean_name,
+            {k: v + other.seconds.get(k, 0.0) for k, v in self.seconds.items()},
+            {k: torch.cat([v, other.per_example[k]]) for k, v in self.per_example.items()}
+            if both
+            else {},
+        )
+
     def __str__(self) -> str:
         return _table([(name, k, self.n) for name, k in self.counts.items()], "evaluation")
 
@@ -136,9 +156,8 @@ def _check_attacks(attacks: Mapping[str, Attack | None] | None) -> tuple[str, di
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
-    for t in [*model.parameters(), *model.buffers()]:
-        return t.device
-    return None
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return None if tensor is None else tensor.device
 
 
 def _batches(
@@ -225,14 +244,13 @@ def evaluate(
         if named:
             outcome[WORST_OF].append(survived.cpu())
         n += x.shape[0]
-    per_example = {name: torch.cat(parts) for name, parts in outcome.items()}
+    # Columns in the mapping's order; every None entry is the clean column under its own name.
+    aliases = {k for k, a in (attacks or {}).items() if a is None}
     order = list(attacks or {})
     order = ([] if clean_name in order else [clean_name]) + order + ([WORST_OF] if named else [])
-    # Every None entry of the mapping is the clean column under another name.
-    source = {k: (clean_name if attacks and attacks.get(k, 0) is None else k) for k in order}
-    per_example = {k: per_example[source[k]] for k in order}
+    per_example = {k: torch.cat(outcome[clean_name if k in aliases else k]) for k in order}
     counts = {k: int(v.sum()) for k, v in per_example.items()}
-    seconds = {k: seconds[k] for k in order if k in seconds}
+    seconds = {k: seconds[k] for k in order if k in seconds and k != WORST_OF}
     return EvaluationReport(n, counts, clean_name, seconds, per_example)
 
 
@@ -334,7 +352,8 @@ def robust_accuracy_curve(
             )
     if getattr(attack, "targeted", False):
         raise ValueError("robust_accuracy_curve needs an untargeted attack")
-    if hasattr(attack, "early_stop"):
+    settable = {f.name for f in fields(attack) if f.init} if is_dataclass(attack) else set()
+    if "early_stop" in settable:  # fooled examples leave each round early (not FGSM: 1 step)
         attack = replace(attack, early_stop=True)  # type: ignore[type-var]
     threat = attack.threat  # type: ignore[attr-defined]
     n = clean = rounds = 0

@@ -164,7 +164,7 @@ class TrainContext:
             raise TypeError(f"ctx.optimize needs a scalar loss tensor, got {got}")
         if not bool(torch.isfinite(loss.detach())):
             raise NonFiniteLossError(
-                f"the training loss is {float(loss)} at epoch {self.epoch + 1} (ctx.epoch="
+                f"the training loss is {float(loss.detach())} at epoch {self.epoch + 1} (ctx.epoch="
                 f"{self.epoch}), batch index {self.batch_index}; the weights were not updated with "
                 f"it and the last checkpoint is intact (try a lower learning rate or grad_clip=, "
                 f"or check the data)"

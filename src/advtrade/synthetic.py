@@ -233,8 +233,8 @@ class TsiprasDistribution:
         if isinstance(b, ThreatModel):
             raise TypeError("b must be a number or tensor; pass the threat model as threat=")
         b_t = torch.as_tensor(0.0 if b is None else b, dtype=torch.float64, device=w.device)
-        if not (bool(torch.isfinite(w).all()) and bool(torch.isfinite(b_t).all())):
-            raise ValueError("w and b must be finite")
+        if not bool(torch.isfinite(b_t).all()):
+            raise ValueError(f"b must be finite, got {b_t}")
         _check_broadcast(b_t, w, "b")
         return w, b_t
 
@@ -248,8 +248,12 @@ class TsiprasDistribution:
         return eps * threat.dual_norm(w, dim=-1)
 
     def _moments(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(w1, Σ_{i≥2} w_i, Σ_{i≥2} w_i²); a non-finite w shows up here (cheaper than isfinite)."""
         g = w[..., 1:]
-        return w[..., 0], g.sum(-1), (g * g).sum(-1)
+        w1, gsum, gsq = w[..., 0], g.sum(-1), torch.linalg.vecdot(g, g)
+        if not bool(torch.isfinite(w1 + gsum + gsq).all()):
+            raise ValueError("w must be finite (with a finite sum of squares)")
+        return w1, gsum, gsq
 
     def standard_accuracy(
         self, w: WeightLike, b: BiasLike = None, *, ties: Ties = "error"

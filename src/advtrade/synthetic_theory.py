@@ -163,6 +163,7 @@ class SVMSolution:
 
     @property
     def classifier(self) -> LinearClassifier:
+        """(w, 0) as a :class:`LinearClassifier`."""
         return LinearClassifier(self.w, 0.0)
 
     @property

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +32,12 @@ from .checkpoint import (
     restore_trainer,
     trainer_state,
 )
-from .guard import ModelMode, model_guard
+from .guard import ModelMode
 from .models import as_class_index, as_logits, check_labels
 from .objectives import NonFiniteLossError, StepOutput, TrainContext
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationReport
 
 __all__ = ["NonFiniteLossError", "RobustTrainer"]  # NonFiniteLossError lives in objectives
 
@@ -230,6 +233,7 @@ class RobustTrainer:
         finally:
             for module, flag in modes:
                 module.training = flag
+            self.optimizer.zero_grad(set_to_none=True)  # leave no gradients in the user's model
         return self.history
 
     def _train_epoch(
@@ -330,48 +334,35 @@ class RobustTrainer:
         attacks: dict[str, Attack | None] = {"clean": None}
         if attack is not None:
             attacks["robust"] = attack
-        acc = self._accuracies(loader, attacks, "eval_loader")
-        return {"eval_clean_acc": acc["clean"], "eval_robust_acc": acc.get("robust")}
-
-    def _accuracies(
-        self, loader: Iterable[Any], attacks: Mapping[str, Attack | None], name: str
-    ) -> dict[str, float]:
-        """Accuracy on ``loader`` under each attack (``None`` = clean), with a fixed attack
-        seed so that epochs are comparable and evaluation never draws from the training RNG."""
-        gen = torch.Generator(device=self.device).manual_seed(self._eval_seed)
-        n, hits = 0, dict.fromkeys(attacks, 0)
-        for index, batch in enumerate(loader):
-            x, y = self._unpack(batch, index, name)
-            for key, attack in attacks.items():
-                x_in = x if attack is None else attack(self.model, x, y, generator=gen)
-                with model_guard(self.model, "eval") as net, torch.no_grad():
-                    logits = as_logits(net(x_in), x.shape[0])
-                hits[key] += int((logits.argmax(1) == as_class_index(y, logits.shape[1])).sum())
-            n += x.shape[0]
-        if n == 0:
-            raise ValueError(f"{name} yielded no batches; it must hold at least one batch")
-        return {key: h / n for key, h in hits.items()}
+        report = self.evaluate(loader, attacks)
+        return {
+            "eval_clean_acc": report["clean"],
+            "eval_robust_acc": None if attack is None else report["robust"],
+        }
 
     def evaluate(
         self, loader: Iterable[Any], attacks: Mapping[str, Attack | None] | None = None
-    ) -> Any:
-        """Clean and robust accuracy of the model on ``loader``.
+    ) -> EvaluationReport:
+        """Clean and robust accuracy of the model on ``loader`` (see :func:`advtrade.evaluate`).
 
         ``attacks`` maps names to attacks (``None`` = clean); by default ``{"clean": None,
-        "robust": <the objective's attack at its full ε>}``. Delegates to
-        :func:`advtrade.evaluation.evaluate` (an ``EvaluationReport``) when that module is
-        installed, else returns a dict name -> accuracy. The model is left as it was.
+        "robust": <the objective's attack at its full ε>}``. Attacks draw from a generator with a
+        fixed seed, so evaluations are comparable across epochs, and the global RNG is restored
+        afterwards, so evaluating never changes the training run. The model comes back as it
+        was (modes, parameters, buffers).
         """
+        from .evaluation import evaluate
+
         if attacks is None:
             attack = getattr(self.objective, "attack", None)
             attacks = {"clean": None} | ({"robust": attack} if attack is not None else {})
         _check_loader("loader", loader)
-        try:
-            from .evaluation import evaluate
-        except ImportError:
-            return self._accuracies(loader, attacks, "loader")
         gen = torch.Generator(device=self.device).manual_seed(self._eval_seed)
-        return evaluate(self.model, loader, attacks, device=self.device, generator=gen)
+        # Iterating a DataLoader draws a seed from the global RNG; restore it afterwards so an
+        # evaluation never changes the training run (dropout masks, shuffling) that follows.
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return evaluate(self.model, loader, attacks, device=self.device, generator=gen)
 
     # ------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,335 @@
+"""Section 3 of the paper: robust models' gradients and large-ε adversarial examples look like data.
+
+Tsipras et al. (2019) show that the input gradients of adversarially trained models highlight the
+strokes and edges of the object, and that a targeted attack with a very large budget turns an
+input into something a person reads as the target class — while for a standard model both look
+like noise. This module computes those objects (:func:`input_gradients`,
+:func:`large_eps_examples`, :func:`interpolate`) and turns the visual claim into numbers
+(:func:`alignment_score`): how well the gradient and the large-ε perturbation point towards the
+target class's mean image. :mod:`advtrade.plotting` draws them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attacks import PGD
+from .guard import ModelMode, model_guard
+from .losses import Loss, cross_entropy
+from .models import as_logits, check_label_range, check_labels
+from .threats import L2Ball, ThreatModel
+
+__all__ = [
+    "DEFAULT_RMS",
+    "Alignment",
+    "PerceptionPanel",
+    "alignment_score",
+    "class_means",
+    "input_gradients",
+    "interpolate",
+    "large_eps_examples",
+    "large_eps_threat",
+    "normalize_for_display",
+    "perception_panel",
+    "shifted_targets",
+]
+
+DEFAULT_RMS = 0.15
+"""Default large ℓ2 budget as a root-mean-square change per coordinate: ε = DEFAULT_RMS·√d."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_x(x: object, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
+        got = f"dtype {x.dtype}, shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x)
+        raise TypeError(f"{name} must be a floating-point tensor of shape (B, ...), got {got}")
+    return x
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _num_classes(net: nn.Module, x: Tensor) -> int:
+    with torch.no_grad():
+        return as_logits(net(x[:2]), min(2, x.shape[0])).shape[1]
+
+
+def _check_class_labels(y: Tensor, x: Tensor, num_classes: int, name: str) -> None:
+    check_labels(y, x.shape[0], x.device, name=name)
+    if y.is_floating_point():
+        raise TypeError(f"{name} must hold integer class indices (torch.long), got {y.dtype}")
+    if num_classes == 2 and bool((y < 0).any()):
+        raise ValueError(f"{name} must hold class indices in [0, 1] for a one-logit model")
+    check_label_range(y, num_classes, name=name)
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine similarity of each example of ``a`` and ``b`` over all non-batch dims, (B,)."""
+    return F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1, eps=1e-30)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def input_gradients(
+    model: nn.Module, x: Tensor, y: Tensor, *, loss: Loss | None = None, mode: ModelMode = "eval"
+) -> Tensor:
+    """∇ₓ of the per-example ``loss`` (default cross-entropy) at labels ``y``, shape of ``x``.
+
+    The model runs inside :func:`~advtrade.guard.model_guard` (eval mode by default), so its
+    modes, parameters, ``.grad`` fields and buffers come back untouched. In eval mode examples do
+    not interact, so row i is the gradient of example i's own loss.
+    """
+    model, x = _check_model(model), _check_x(x)
+    if x.shape[0] == 0:
+        return torch.zeros_like(x)
+    loss_fn = cross_entropy if loss is None else loss
+    with model_guard(model, mode) as net, torch.enable_grad():
+        _check_class_labels(y, x, _num_classes(net, x), "y")
+        x_in = x.detach().clone().requires_grad_(True)
+        logits = as_logits(net(x_in), x.shape[0])
+        value = loss_fn(logits, y)
+        if value.shape != (x.shape[0],):
+            raise ValueError(
+                f"loss must return one value per example, shape ({x.shape[0]},); got "
+                f"{tuple(value.shape)}"
+            )
+        (grad,) = torch.autograd.grad(value.sum(), x_in)
+    return grad.detach()
+
+
+def normalize_for_display(g: Tensor, percentile: float = 99.0, *, signed: bool = True) -> Tensor:
+    """Map each image of ``g`` (B, ...) to [0, 1] for display, clipped at a percentile of |g|.
+
+    Each image is divided by the ``percentile``-th percentile of its absolute values and clipped,
+    so a few extreme pixels cannot wash out the rest (as in the paper's figures). ``signed=True``
+    (default) keeps the sign: 0.5 is zero, brighter is positive, darker negative — the gradient's
+    direction is what looks like the data. ``signed=False`` shows the magnitude (0 is zero).
+    """
+    _check_x(g, "g")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
+        raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+    flat = g.detach().flatten(1).abs().float()
+    if flat.shape[0] == 0 or flat.shape[1] == 0:
+        return g.detach().clone()
+    scale = torch.quantile(flat, float(percentile) / 100.0, dim=1, keepdim=True)
+    scale = torch.where(scale > 0, scale, flat.amax(dim=1, keepdim=True))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero image stays 0
+    ratio = g.detach().flatten(1).float() / scale
+    out = 0.5 + 0.5 * ratio.clamp(-1, 1) if signed else ratio.abs().clamp(max=1)
+    return out.view_as(g).to(g.dtype)
+
+
+# --------------------------------------------------------------------------- large-ε examples
+
+
+def large_eps_threat(x: Tensor, rms: float = DEFAULT_RMS) -> L2Ball:
+    """The default large budget for inputs like ``x``: ``L2Ball(rms·√d, domain=(0, 1))``.
+
+    Scaling with √d (d = values per example) keeps the per-pixel change comparable across image
+    sizes: 0.15·√784 = 4.2 on 28×28 MNIST (the paper's ℓ2 budgets there are ε ≈ 4), 1.2 on 8×8.
+    """
+    _check_x(x)
+    if isinstance(rms, bool) or not isinstance(rms, (int, float)) or not 0 < rms < math.inf:
+        raise ValueError(f"rms must be a finite number > 0, got {rms!r}")
+    return L2Ball(float(rms) * math.sqrt(x[0].numel()), domain=(0.0, 1.0))
+
+
+def large_eps_examples(
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    threat: ThreatModel | None = None,
+    *,
+    steps: int = 100,
+    step_size: float | None = None,
+    loss: Loss | None = None,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
+    mode: ModelMode = "eval",
+) -> Tensor:
+    """Targeted PGD with a large budget, driving each input towards class ``target``.
+
+    ``threat`` defaults to :func:`large_eps_threat` (ℓ2, ε = 0.15·√d, domain [0, 1]). PGD
+    minimises the loss of the target class (default cross-entropy) for ``steps`` steps of
+    ``step_size`` (default 2.5·ε/steps) from ``x`` itself (``random_start=False``, so the result
+    is deterministic); it returns, per example, the iterate with the lowest target loss.
+    """
+    model, x = _check_model(model), _check_x(x)
+    threat = large_eps_threat(x) if threat is None else threat
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    with model_guard(model, mode) as net:
+        _check_class_labels(target, x, _num_classes(net, x), "target")
+    attack = PGD(
+        threat, steps=steps, step_size=step_size, random_start=random_start, loss=loss,
+        targeted=True, mode=mode,
+    )  # fmt: skip
+    return attack(model, x, target, generator=generator)
+
+
+def interpolate(x: Tensor, x_adv: Tensor, n: int) -> Tensor:
+    """The path ``x + t·(x_adv − x)`` for ``t`` in ``linspace(0, 1, n)``, shape (B, n, ...).
+
+    One row per example (row i, column 0 is ``x[i]``, column n−1 is ``x_adv[i]``), the layout of a
+    figure; ``path.flatten(0, 1)`` is a batch a model can classify.
+    """
+    _check_x(x)
+    _check_x(x_adv, "x_adv")
+    if x.shape != x_adv.shape:
+        raise ValueError(
+            f"x and x_adv must have the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (both endpoints), got {n!r}")
+    t = torch.linspace(0, 1, n, dtype=x.dtype, device=x.device).view(1, n, *([1] * (x.ndim - 1)))
+    path = x.unsqueeze(1) + t * (x_adv - x).unsqueeze(1)
+    path[:, 0], path[:, -1] = x, x_adv  # exact endpoints despite rounding
+    return path.detach()
+
+
+# --------------------------------------------------------------------------- alignment score
+
+
+def class_means(x: Tensor, y: Tensor, num_classes: int | None = None) -> Tensor:
+    """The mean image of each class, shape (num_classes, ...) — e.g. from the training split."""
+    _check_x(x)
+    check_labels(y, x.shape[0], x.device)
+    k = int(y.max()) + 1 if num_classes is None else num_classes
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    check_label_range(y, k)
+    counts = torch.bincount(y, minlength=k)
+    if bool((counts == 0).any()):
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise ValueError(f"classes {missing} have no examples; cannot take their mean image")
+    sums = torch.zeros((k, *x.shape[1:]), dtype=x.dtype, device=x.device).index_add_(0, y, x)
+    return sums / counts.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+
+def shifted_targets(y: Tensor, num_classes: int, shift: int = 1) -> Tensor:
+    """Target classes ``(y + shift) mod num_classes``: a deterministic target ≠ y for each input."""
+    if shift % num_classes == 0:
+        raise ValueError(f"shift must not be a multiple of num_classes={num_classes}, got {shift}")
+    return (y + shift) % num_classes
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How well a model's gradients and large-ε perturbations point towards the target class.
+
+    ``gradient``: mean cosine between −∇ₓL(x, target) and (μ_target − x); ``perturbation``: mean
+    cosine between (x_adv − x) and (μ_target − x), μ the class means; ``target_hit_rate``: the
+    fraction of large-ε examples the model classifies as the target. Per-example values and the
+    examples themselves are kept for figures.
+    """
+
+    gradient: float
+    perturbation: float
+    target_hit_rate: float
+    gradient_cosines: Tensor
+    perturbation_cosines: Tensor
+    hits: Tensor
+    x_adv: Tensor
+
+    def as_dict(self) -> dict[str, float]:
+        """The three summary numbers (for JSON reports)."""
+        return {
+            "gradient": self.gradient,
+            "perturbation": self.perturbation,
+            "target_hit_rate": self.target_hit_rate,
+        }
+
+
+def alignment_score(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor,
+    means: Tensor,
+    *,
+    threat: ThreatModel | None = None,
+    steps: int = 100,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+    mode: ModelMode = "eval",
+) -> Alignment:
+    """Measure perceptual alignment: do the model's gradients and large-ε examples look like data?
+
+    ``means`` are the class-mean images (:func:`class_means` of the training split) and ``target``
+    the class each input ``x`` (true labels ``y``) is driven to (≠ y). A direction that "looks like
+    the target digit" points from x towards μ_target, so the score is the cosine with that
+    direction; noise-like directions score near 0. See :class:`Alignment`.
+    """
+    model, x = _check_model(model), _check_x(x)
+    check_labels(y, x.shape[0], x.device)
+    if bool((target == y).any()):
+        raise ValueError("target must differ from y for every example (use shifted_targets)")
+    if not isinstance(means, Tensor) or means.shape[1:] != x.shape[1:]:
+        got = tuple(means.shape) if isinstance(means, Tensor) else type(means).__name__
+        raise ValueError(f"means must have shape (num_classes, *x.shape[1:]), got {got}")
+    x_adv = large_eps_examples(
+        model, x, target, threat, steps=steps, step_size=step_size, generator=generator, mode=mode
+    )
+    towards = means.to(x)[target] - x
+    grad = input_gradients(model, x, target, mode=mode)
+    with model_guard(model, mode) as net, torch.no_grad():
+        hits = as_logits(net(x_adv), x.shape[0]).argmax(dim=1) == target
+    g_cos, p_cos = _cosine(-grad, towards), _cosine(x_adv - x, towards)
+    return Alignment(
+        gradient=float(g_cos.mean()),
+        perturbation=float(p_cos.mean()),
+        target_hit_rate=float(hits.float().mean()),
+        gradient_cosines=g_cos.float(),
+        perturbation_cosines=p_cos.float(),
+        hits=hits,
+        x_adv=x_adv,
+    )
+
+
+@dataclass(frozen=True)
+class PerceptionPanel:
+    """What the paper's figures show for one model: inputs, gradients and large-ε examples."""
+
+    x: Tensor
+    y: Tensor
+    target: Tensor
+    gradient: Tensor
+    x_adv: Tensor
+
+    def path(self, n: int) -> Tensor:
+        """The interpolation from ``x`` to ``x_adv`` (see :func:`interpolate`), (B, n, ...)."""
+        return interpolate(self.x, self.x_adv, n)
+
+
+def perception_panel(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor,
+    *,
+    threat: ThreatModel | None = None,
+    steps: int = 100,
+    x_adv: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> PerceptionPanel:
+    """Gradients at the true labels and large-ε examples towards ``target``, for a figure.
+
+    Pass ``x_adv`` (e.g. :attr:`Alignment.x_adv`) to reuse examples already computed.
+    """
+    grad = input_gradients(model, x, y)
+    if x_adv is None:
+        x_adv = large_eps_examples(model, x, target, threat, steps=steps, generator=generator)
+    return PerceptionPanel(x.detach(), y, target, grad, x_adv)
