@@ -6,10 +6,10 @@ Prints
 * the time of one exact standard / robust accuracy evaluation at d = 10^6, of a batch of
   classifiers, of the exact SVM minimiser and of the trade-off frontier.
 
-Peak memory is the growth of the process's resident-set high-water mark (``ru_maxrss`` from
-``resource.getrusage``; tracemalloc does not see torch's allocator), measured around the
-streaming runs, which come first so that nothing earlier has raised the mark. It is compared
-with the size of the same data held at once.
+Peak memory is the growth of the resident-set high-water mark (``ru_maxrss`` from
+``resource.getrusage``; tracemalloc does not see torch's allocator) over a whole streaming run,
+each run in a fresh process (spawned, after a small warm-up sample) so that nothing earlier
+has raised the mark. It is compared with the size of one batch and of the data held at once.
 
     python benchmarks/synthetic.py [--quick] [--batch-size 4096] [--threads N]
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import resource
 import statistics
 import sys
@@ -48,9 +49,11 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def stream(n: int, batch_size: int, loader: bool) -> tuple[float, float]:
+def stream(n: int, batch_size: int, loader: bool, threads: int) -> tuple[float, float]:
     """(samples/second, MiB added to the peak RSS) for streaming n examples at d = 1000."""
+    torch.set_num_threads(threads)
     dist = TsiprasDistribution(1000, 0.95)
+    dist.sample(16, generator=torch.Generator().manual_seed(1))  # warm-up: allocator, kernels
     before = maxrss_mib()
     start = time.perf_counter()
     if loader:
@@ -82,7 +85,9 @@ def main() -> None:
     held = n * 1001 * 4 / 2**20
     batch = args.batch_size * 1001 * 4 / 2**20
     for name, loader in (("dist.batches", False), ("DataLoader(dist.dataset)", True)):
-        rate, added = stream(n, args.batch_size, loader)
+        with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: a clean maxrss
+            job = (n, args.batch_size, loader, torch.get_num_threads())
+            rate, added = pool.apply(stream, job)
         print(
             f"  {name:26s} {rate:12,.0f} samples/s   peak RSS +{added:7.1f} MiB "
             f"(one batch {batch:.1f} MiB; all at once {held:,.0f} MiB)"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import json
 import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -260,6 +263,22 @@ def test_linear_warmup_values() -> None:
     schedule = linear_warmup(0.3, 3)
     assert [schedule(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
     assert linear_warmup(0.3, 2, start=0.1)(0) == pytest.approx(0.2)
+
+
+@given(
+    eps=st.floats(0.0, 10.0),
+    frac=st.floats(0.0, 1.0),
+    epochs=st.integers(1, 20),
+)
+def test_linear_warmup_is_monotone_bounded_and_reaches_eps(
+    eps: float, frac: float, epochs: int
+) -> None:
+    start = eps * frac
+    schedule = linear_warmup(eps, epochs, start=start)
+    values = [schedule(e) for e in range(epochs + 3)]
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))
+    assert all(start - 1e-12 <= v <= eps + 1e-12 for v in values)
+    assert values[epochs - 1 :] == pytest.approx([eps] * 4)
 
 
 def test_eps_schedule_reaches_the_attack() -> None:

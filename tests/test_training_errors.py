@@ -47,6 +47,9 @@ def test_constructor_arguments() -> None:
         "progress": ("fancy", ValueError, "progress must be"),
         "eps_schedule": (0.3, TypeError, "eps_schedule must be a callable"),
     }
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        RobustTrainer(model, opt, Standard(), scheduler=plateau, scheduler_interval="batch")
     for name, (value, exc, message) in bad.items():
         with pytest.raises(exc, match=message):
             _trainer(**{name: value})

@@ -212,12 +212,15 @@ class TqdmProgress(Callback):
 
 
 def make_progress(progress: str | None) -> Callback | None:
-    """The progress callback for ``progress``: ``"auto"`` (tqdm when installed, else a plain
-    line per epoch), ``"tqdm"``, ``"plain"`` or ``None`` (silent)."""
+    """The progress callback for ``progress``: ``"auto"`` (a tqdm bar when tqdm is installed and
+    the output is interactive — a terminal or a notebook — else a plain line per epoch, which
+    suits log files), ``"tqdm"``, ``"plain"`` or ``None`` (silent)."""
     if progress is None:
         return None
     if progress == "auto":
-        return TqdmProgress() if importlib.util.find_spec("tqdm") is not None else PlainProgress()
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+        has_tqdm = importlib.util.find_spec("tqdm") is not None
+        return TqdmProgress() if has_tqdm and interactive else PlainProgress()
     if progress == "tqdm":
         return TqdmProgress()
     if progress == "plain":

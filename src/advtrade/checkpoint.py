@@ -221,6 +221,7 @@ class Checkpoint(Callback):
         self.every = every
 
     def on_epoch_end(self, trainer: RobustTrainer, record: Record) -> None:
-        last = trainer.epoch >= getattr(trainer, "max_epochs", trainer.epoch + 1)
+        max_epochs = getattr(trainer, "max_epochs", None)
+        last = max_epochs is not None and trainer.epoch >= max_epochs
         if trainer.epoch % self.every == 0 or last or trainer.stop_training:
             trainer.save(self.path)

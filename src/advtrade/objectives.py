@@ -125,8 +125,8 @@ class TrainContext:
     """The concrete :class:`StepContext`: what :class:`~advtrade.RobustTrainer` hands each step.
 
     Also usable on its own to run an objective by hand (tests, custom loops): it needs only the
-    model and optimizer. ``scaler`` is a ``torch.amp.GradScaler`` (CUDA AMP), ``grad_clip`` a
-    max global norm over ``params`` (default: the optimizer's parameters).
+    model and optimizer. ``scaler`` is a ``torch.amp.GradScaler`` (CUDA AMP); ``grad_clip`` is a
+    maximum global gradient norm over the optimizer's parameters.
     """
 
     def __init__(
@@ -217,7 +217,8 @@ class Objective(Protocol):
 
     ``x`` and ``y`` are already on the trainer's device and checked. Return a :class:`StepOutput`
     whose loss is detached; the objective must call ``ctx.optimize`` at least once per batch
-    (several times for replay methods).
+    (several times for replay methods). An optional ``attack`` attribute is what the trainer
+    evaluates robust accuracy with (at its full ε) and whose ε it records in the history.
     """
 
     def train_step(self, x: Tensor, y: Tensor, ctx: StepContext) -> StepOutput: ...

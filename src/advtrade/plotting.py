@@ -100,13 +100,26 @@ def _draw_block(
     fontsize = max(6.0, min(10.0, cell / 6)) * 72 / fig.dpi
     if title:
         block_w = images.shape[1] * cell
-        fig.text((left + block_w / 2) / width, 1 - (top + _TITLE_PX / 2) / height, title,
-                 ha="center", va="center", fontsize=fontsize * 1.2, weight="bold")  # fmt: skip
+        fig.text(
+            (left + block_w / 2) / width,
+            1 - (top + _TITLE_PX / 2) / height,
+            title,
+            ha="center",
+            va="center",
+            fontsize=fontsize * 1.2,
+            weight="bold",
+        )
         top += _TITLE_PX
     if col_labels is not None:
         for j, label in enumerate(col_labels):
-            fig.text((left + (j + 0.5) * cell) / width, 1 - (top + _LABEL_PX / 2) / height,
-                     str(label), ha="center", va="center", fontsize=fontsize)  # fmt: skip
+            fig.text(
+                (left + (j + 0.5) * cell) / width,
+                1 - (top + _LABEL_PX / 2) / height,
+                str(label),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+            )
         top += _LABEL_PX
     for i in range(images.shape[0]):
         for j in range(images.shape[1]):
@@ -138,8 +151,14 @@ def _draw_row_labels(fig: Any, labels: list[str], top: int, cell: int, size: tup
     width, height = size
     fontsize = max(6.0, min(10.0, cell / 6)) * 72 / fig.dpi
     for i, label in enumerate(labels):
-        fig.text((_ROW_LABEL_PX - 4) / width, 1 - (top + (i + 0.5) * cell) / height, label,
-                 ha="right", va="center", fontsize=fontsize)  # fmt: skip
+        fig.text(
+            (_ROW_LABEL_PX - 4) / width,
+            1 - (top + (i + 0.5) * cell) / height,
+            label,
+            ha="right",
+            va="center",
+            fontsize=fontsize,
+        )
 
 
 def save_image_grid(
@@ -197,8 +216,8 @@ def save_perception_figure(
     if not isinstance(panels, Mapping) or not panels:
         raise TypeError("panels must be a non-empty mapping of model name -> PerceptionPanel")
     n = _check_int("n", n, 2)
-    rows_max, cell, dpi = (_check_int(k, v, m) for k, v, m in
-                           (("max_rows", max_rows, 1), ("cell_px", cell_px, 8), ("dpi", dpi, 10)))  # fmt: skip
+    rows_max = _check_int("max_rows", max_rows, 1)
+    cell, dpi = _check_int("cell_px", cell_px, 8), _check_int("dpi", dpi, 10)
     first = next(iter(panels.values()))
     for name, panel in panels.items():
         if not isinstance(panel, PerceptionPanel):
@@ -226,8 +245,9 @@ def save_perception_figure(
         _draw_block(fig, block, left=left, title=name, col_labels=labels, **kw)
         left += block.shape[1] * cell + gap
     y, target = first.y[:rows].tolist(), first.target[:rows].tolist()
-    _draw_row_labels(fig, [f"{a}→{b}" for a, b in zip(y, target)], _TITLE_PX + _LABEL_PX, cell,
-                     size)  # fmt: skip
+    _draw_row_labels(
+        fig, [f"{a}→{b}" for a, b in zip(y, target)], _TITLE_PX + _LABEL_PX, cell, size
+    )
     return _save(fig, out, dpi)
 
 

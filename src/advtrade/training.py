@@ -116,6 +116,12 @@ class RobustTrainer:
                 f"{type(scheduler).__name__}"
             )
         _check_choice("scheduler_interval", scheduler_interval, ("epoch", "batch"))
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if plateau and scheduler_interval == "batch":
+            raise ValueError(
+                "a ReduceLROnPlateau scheduler steps on the epoch's loss; use "
+                "scheduler_interval='epoch'"
+            )
         _check_choice("attack_mode", attack_mode, ("eval", "as_is"))
         _check_choice("train_mode", train_mode, ("train", "as_is"))
         if eps_schedule is not None and not callable(eps_schedule):
@@ -272,7 +278,7 @@ class RobustTrainer:
                     f"objective.train_step must return a StepOutput, got {type(out).__name__}"
                 )
             n += x.shape[0]
-            loss_sum += out.loss.detach().float() * x.shape[0]
+            loss_sum += out.loss.detach().float().to(self.device) * x.shape[0]
             for key, logits in (("clean", out.logits_clean), ("robust", out.logits_adv)):
                 if logits is not None:
                     logits = as_logits(logits, x.shape[0])
