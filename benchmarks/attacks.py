@@ -78,37 +78,42 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def run_case(name: str, model: nn.Module, x, y, steps: int, repeats: int) -> None:
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        run_norm(name, model, x, y, steps, repeats, norm, eps)
+
+
+def run_norm(name: str, model: nn.Module, x, y, steps: int, repeats: int, norm: str,
+             eps: float) -> None:
     try:
         import torchattacks
     except ImportError:
         torchattacks = None
-    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
-        threat = at.LinfBall(eps) if norm == "linf" else at.L2Ball(eps)
-        alpha = 2.5 * eps / steps
-        pgd = at.PGD(threat, steps=steps)
-        pgd_es = at.PGD(threat, steps=steps, early_stop=True)
-        out: dict[str, torch.Tensor] = {}
-        fns: dict[str, Callable[[], object]] = {
-            "floor": lambda: floor(model, x, y, steps),
-            "advtrade": lambda: out.__setitem__("advtrade", pgd(model, x, y, generator=g())),
-            "advtrade early-stop": lambda: out.__setitem__(
-                "advtrade early-stop", pgd_es(model, x, y, generator=g())
-            ),
-        }
-        if torchattacks is not None:
-            cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
-            ta = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-            fns["torchattacks"] = lambda: out.__setitem__("torchattacks", ta(x, y))
-        t = timed(fns, repeats)
-        print(f"\n{name}, PGD-{steps} {norm} eps={eps}, batch {len(x)}, clean acc "
-              f"{accuracy(model, x, y):.3f}")
-        print(f"  {'method':22s} {'time/floor':>10s} {'robust acc':>11s}")
-        for key in fns:
-            acc = f"{accuracy(model, out[key], y):11.3f}" if key in out else " " * 11
-            print(f"  {key:22s} {t[key] / t['floor']:10.3f} {acc}")
-        if "torchattacks" in t:
-            print(f"  advtrade / torchattacks time: {t['advtrade'] / t['torchattacks']:.3f}, "
-                  f"early-stop / torchattacks: {t['advtrade early-stop'] / t['torchattacks']:.3f}")
+    threat = at.LinfBall(eps) if norm == "linf" else at.L2Ball(eps)
+    alpha = 2.5 * eps / steps
+    pgd = at.PGD(threat, steps=steps)
+    pgd_es = at.PGD(threat, steps=steps, early_stop=True)
+    out: dict[str, torch.Tensor] = {}
+    fns: dict[str, Callable[[], object]] = {
+        "floor": lambda: floor(model, x, y, steps),
+        "advtrade": lambda: out.__setitem__("advtrade", pgd(model, x, y, generator=g())),
+        "advtrade early-stop": lambda: out.__setitem__(
+            "advtrade early-stop", pgd_es(model, x, y, generator=g())
+        ),
+    }
+    if torchattacks is not None:
+        cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+        ta = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        fns["torchattacks"] = lambda: out.__setitem__("torchattacks", ta(x, y))
+    t = timed(fns, repeats)
+    print(f"\n{name}, PGD-{steps} {norm} eps={eps}, batch {len(x)}, clean acc "
+          f"{accuracy(model, x, y):.3f}")
+    print(f"  {'method':22s} {'time/floor':>10s} {'robust acc':>11s}")
+    for key in fns:
+        acc = f"{accuracy(model, out[key], y):11.3f}" if key in out else " " * 11
+        print(f"  {key:22s} {t[key] / t['floor']:10.3f} {acc}")
+    if "torchattacks" in t:
+        print(f"  advtrade / torchattacks time: {t['advtrade'] / t['torchattacks']:.3f}, "
+              f"early-stop / torchattacks: {t['advtrade early-stop'] / t['torchattacks']:.3f}")
 
 
 def g() -> torch.Generator:

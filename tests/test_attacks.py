@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -288,7 +289,7 @@ def test_robust_accuracy_falls_with_eps_and_reaches_zero(digits_cnn, digits, nor
         with torch.no_grad():
             accs.append((digits_cnn(x_adv).argmax(1) == y).float().mean().item())
     assert accs[0] > 0.9
-    assert all(a >= b for a, b in zip(accs, accs[1:])), accs
+    assert all(a >= b for a, b in itertools.pairwise(accs)), accs
     assert accs[-1] == 0.0, accs
 
 

@@ -6,9 +6,18 @@ The public API is what this module exports; everything else may change.
 from __future__ import annotations
 
 from . import datasets
+from .apgd import APGD
 from .attacks import FGSM, PGD, Attack, WorstOf
 from .callbacks import Callback, EpsilonSchedule, History, LinearWarmup, linear_warmup
 from .checkpoint import read_checkpoint
+from .diagnostics import Finding, GradientMaskingWarning, check_gradient_masking
+from .evaluation import (
+    WORST_OF,
+    EvaluationReport,
+    RobustAccuracyCurve,
+    evaluate,
+    robust_accuracy_curve,
+)
 from .guard import model_guard
 from .losses import cross_entropy, dlr_loss, margin_loss, trades_kl
 from .models import Normalize
@@ -35,13 +44,18 @@ from .training import NonFiniteLossError, RobustTrainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "APGD",
     "FGSM",
     "PGD",
     "TRADES",
+    "WORST_OF",
     "AdversarialTraining",
     "Attack",
     "Callback",
     "EpsilonSchedule",
+    "EvaluationReport",
+    "Finding",
+    "GradientMaskingWarning",
     "History",
     "L2Ball",
     "LinearClassifier",
@@ -51,6 +65,7 @@ __all__ = [
     "NonFiniteLossError",
     "Normalize",
     "Objective",
+    "RobustAccuracyCurve",
     "RobustTrainer",
     "SVMSolution",
     "Standard",
@@ -62,13 +77,16 @@ __all__ = [
     "TsiprasDistribution",
     "WorstOf",
     "__version__",
+    "check_gradient_masking",
     "cross_entropy",
     "datasets",
     "dlr_loss",
+    "evaluate",
     "linear_warmup",
     "margin_loss",
     "model_guard",
     "read_checkpoint",
+    "robust_accuracy_curve",
     "theorem_2_1_bound",
     "trades_kl",
 ]
