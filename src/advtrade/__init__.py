@@ -18,6 +18,12 @@ from .evaluation import (
     evaluate,
     robust_accuracy_curve,
 )
+from .fast_training import (
+    CatastrophicOverfittingGuard,
+    CatastrophicOverfittingWarning,
+    FastAdversarialTraining,
+    FreeAdversarialTraining,
+)
 from .guard import model_guard
 from .losses import cross_entropy, dlr_loss, margin_loss, trades_kl
 from .models import Normalize
@@ -52,9 +58,13 @@ __all__ = [
     "AdversarialTraining",
     "Attack",
     "Callback",
+    "CatastrophicOverfittingGuard",
+    "CatastrophicOverfittingWarning",
     "EpsilonSchedule",
     "EvaluationReport",
+    "FastAdversarialTraining",
     "Finding",
+    "FreeAdversarialTraining",
     "GradientMaskingWarning",
     "History",
     "L2Ball",

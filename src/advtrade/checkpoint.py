@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from . import distributed
 from .callbacks import Callback, History, Record
 from .guard import unwrap_model
 
 if TYPE_CHECKING:
     from .training import RobustTrainer
 
-__all__ = ["Checkpoint", "atomic_save", "read_checkpoint"]
+__all__ = ["Checkpoint", "atomic_save", "read_checkpoint", "write_checkpoint"]
 
 FORMAT = "advtrade.checkpoint"
 VERSION = 1
@@ -117,6 +118,13 @@ def trainer_state(trainer: RobustTrainer) -> dict[str, Any]:
     else:
         loader_states = [g.get_state() for g in loader_generators(trainer.train_loader)]
     scheduler, scaler = trainer.scheduler, trainer._scaler
+    rng: dict[str, Any] = {
+        "trainer": trainer.generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": _cuda_states(),
+    }
+    if getattr(trainer, "data_parallel", False):  # every rank's own states, in rank order
+        rng["ranks"] = distributed.all_gather_object(dict(rng))
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -126,13 +134,19 @@ def trainer_state(trainer: RobustTrainer) -> dict[str, Any]:
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
         "history": trainer.history.to_list(),
-        "rng": {
-            "trainer": trainer.generator.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": _cuda_states(),
-            "loader": loader_states,
-        },
+        "rng": {**rng, "loader": loader_states},
     }
+
+
+def write_checkpoint(trainer: RobustTrainer, path: str | os.PathLike[str]) -> None:
+    """Save ``trainer`` to ``path``; data-parallel, a collective: every rank's random states
+    are gathered, rank 0 writes and the other ranks wait at a barrier until the file is in place."""
+    state = trainer_state(trainer)
+    data_parallel = getattr(trainer, "data_parallel", False)
+    if not data_parallel or distributed.is_main_process():
+        atomic_save(state, path)
+    if data_parallel:
+        distributed.barrier()
 
 
 def check_model_state(model: nn.Module, saved: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -194,13 +208,31 @@ def restore_trainer(
     trainer.history = History(state["history"])
     if not restore_rng:
         return
-    rng = state["rng"]
+    rng = _rank_rng(trainer, state["rng"], path)
     trainer.generator.set_state(rng["trainer"])
     torch.set_rng_state(rng["torch"])
     cuda = rng.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     trainer._pending_loader_states = list(rng.get("loader") or [])
+
+
+def _rank_rng(trainer: RobustTrainer, rng: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The random states of this rank from a data-parallel checkpoint (else ``rng`` itself)."""
+    ranks = rng.get("ranks")
+    if not ranks:
+        return rng
+    parallel = getattr(trainer, "data_parallel", False)
+    world, rank = (distributed.get_world_size(), distributed.get_rank()) if parallel else (1, 0)
+    if len(ranks) == world:
+        return {**rng, **ranks[rank]}
+    warnings.warn(
+        f"checkpoint {path} was written by {len(ranks)} data-parallel processes but this run has "
+        f"{world}; it continues with rank 0's random states, so attack starts and data order "
+        f"differ from the original run (the weights and optimizer state are restored exactly)",
+        stacklevel=4,
+    )
+    return {**rng, **ranks[0]}
 
 
 class Checkpoint(Callback):

@@ -35,7 +35,7 @@ import operator
 import os
 import socket
 import warnings
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -57,9 +57,11 @@ __all__ = [
     "get_world_size",
     "init_distributed",
     "is_main_process",
+    "reduce_floats",
     "reduce_report",
     "set_epoch",
     "shard_loader",
+    "sync_buffers",
     "wrap_ddp",
 ]
 
@@ -181,7 +183,9 @@ class ShardSampler(Sampler[int]):
         if not isinstance(self.world_size, int) or self.world_size < 1:
             raise ValueError(f"world_size must be an integer >= 1, got {self.world_size!r}")
         if not isinstance(self.rank, int) or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank must be an integer in [0, {self.world_size}), got {self.rank!r}")
+            raise ValueError(
+                f"rank must be an integer in [0, {self.world_size}), got {self.rank!r}"
+            )
         self.start = n * self.rank // self.world_size
         self.stop = n * (self.rank + 1) // self.world_size
 
@@ -244,18 +248,6 @@ def set_epoch(loader: object, epoch: int) -> None:
             method(epoch)
 
 
-def warn_if_unsharded(loader: object, name: str) -> None:
-    """Warn when a data-parallel run evaluates a loader that every rank iterates in full."""
-    sampler = getattr(loader, "sampler", None)
-    plain = (torch.utils.data.SequentialSampler, torch.utils.data.RandomSampler)
-    if get_world_size() > 1 and isinstance(sampler, plain):
-        warnings.warn(
-            f"{name} is not sharded across ranks: each of the {get_world_size()} ranks evaluates "
-            f"all of it and the counts are summed; use advtrade.distributed.shard_loader",
-            stacklevel=3,
-        )
-
-
 # --------------------------------------------------------------------------- collectives
 def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
@@ -285,16 +277,55 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def reduce_floats(
+    values: Sequence[Tensor | float], device: torch.device, op: str = "sum", *, enabled: bool = True
+) -> list[float]:
+    """Numbers or 0-d tensors as Python floats (float64), reduced over ranks when ``enabled``:
+    the trainer's epoch sums and counts in one collective and one device synchronisation."""
+    out = torch.stack([torch.as_tensor(v, device=device).double() for v in values])
+    return (all_reduce(out, op) if enabled else out).tolist()
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank, as DDP does before each
+    forward by default: after an epoch's last forward each rank holds its own statistics, so the
+    trainer syncs them before evaluating and checkpointing. A no-op for other models and for DDP
+    that does not sync buffers (``broadcast_buffers=False``)."""
+    syncs = getattr(model, "will_sync_module_buffers", None)  # DDP's own test of the flag
+    if not (_active() and is_ddp(model) and callable(syncs) and syncs()):
+        return
+    device = _comm_device()
+    for buffer in model.module.buffers():
+        if buffer.device == device:
+            dist.broadcast(buffer, src=0)
+        else:
+            moved = buffer.to(device)
+            dist.broadcast(moved, src=0)
+            buffer.copy_(moved)
+
+
 def barrier() -> None:
     """Wait until every rank gets here (a no-op without a process group)."""
     if _active():
         dist.barrier()
 
 
-def reduce_report(report: EvaluationReport) -> EvaluationReport:
+def reduce_report(report: EvaluationReport, loader: object = None) -> EvaluationReport:
     """The report of all ranks' shards together: counts and ``n`` summed, per-example outcomes
     concatenated in rank order (the dataset's order with :func:`shard_loader`), seconds summed.
-    A collective: call it on every rank; without a process group the report is returned."""
+
+    A collective: call it on every rank; without a process group the report is returned. Warns
+    if ``loader`` (the loader evaluated) is plainly not sharded, as every rank then counted all
+    of it.
+    """
     if not _active():
         return report
+    plain = (torch.utils.data.SequentialSampler, torch.utils.data.RandomSampler)
+    if get_world_size() > 1 and isinstance(getattr(loader, "sampler", None), plain):
+        warnings.warn(
+            f"the evaluation loader is not sharded across ranks: each of the {get_world_size()} "
+            f"ranks evaluated all of it and the counts are summed; use "
+            f"advtrade.distributed.shard_loader (or evaluate on one rank with advtrade.evaluate)",
+            stacklevel=3,
+        )
     return functools.reduce(operator.add, all_gather_object(report))

@@ -143,7 +143,8 @@ class FreeAdversarialTraining:
     onto ball ∩ domain. δ is carried across replays and batches in ``delta_`` (sliced for a
     smaller last batch, grown with zeros for a larger one) and projected onto the new batch's
     ball ∩ domain before use. The perturbation step shares the update's forward, so it runs in
-    training mode by construction (BatchNorm sees x + δ), whatever ``attack_mode`` says.
+    training mode by construction (BatchNorm sees x + δ), whatever ``attack_mode`` says. A step
+    reports the mean loss over its replays and the last replay's logits.
 
     Cost: an epoch is m optimizer steps per batch (≈ m standard epochs). To match the paper,
     train ``epochs_for(E)`` = ⌈E/m⌉ epochs where standard training would use E. ``delta_`` is
@@ -306,8 +307,9 @@ class CatastrophicOverfittingGuard(Callback):
         return threat.with_eps(float(eps)) if isinstance(eps, (int, float)) else threat
 
     def check(self, trainer: RobustTrainer, threat: ThreatModel) -> tuple[float, float]:
-        """(FGSM accuracy, PGD accuracy) on the guard's training batches; the run's random
-        state is untouched (the attacks draw from a generator seeded with ``seed``)."""
+        """(FGSM accuracy, PGD accuracy) on the guard's training batches (summed over ranks when
+        data-parallel); the run's random state is untouched (the attacks draw from a generator
+        seeded with ``seed``)."""
         from .evaluation import evaluate
 
         attacks = {"fgsm": FGSM(threat), "pgd": PGD(threat, steps=self.steps)}
@@ -317,6 +319,10 @@ class CatastrophicOverfittingGuard(Callback):
             report = evaluate(
                 trainer.model, self._data, attacks, device=trainer.device, generator=gen
             )
+        if getattr(trainer, "data_parallel", False):  # one decision on every rank
+            from .distributed import reduce_report
+
+            report = reduce_report(report)
         return report["fgsm"], report["pgd"]
 
     def on_epoch_end(self, trainer: RobustTrainer, record: Record) -> None:

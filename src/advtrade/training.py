@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .attacks import Attack
 from .callbacks import Callback, EpsilonSchedule, History, Record, make_progress
 from .checkpoint import (
     Checkpoint,
     apply_loader_states,
-    atomic_save,
     read_checkpoint,
     restore_trainer,
-    trainer_state,
+    write_checkpoint,
 )
 from .guard import ModelMode
 from .models import as_class_index, as_logits, check_labels
@@ -57,13 +57,15 @@ class RobustTrainer:
     ``scheduler`` (optional) steps once per epoch, or per batch with
     ``scheduler_interval="batch"`` (a ``ReduceLROnPlateau`` steps on the epoch's training loss).
     ``device`` is where batches go (default: the model's device); the model moves only with
-    ``move_model=True``. ``eps_schedule`` (e.g. ``linear_warmup(eps, 5)``) sets each epoch's
-    attack budget; ``attack_mode`` crafts attacks in eval mode (default) or in the modes the model
-    is in (``"as_is"``, buffers restored). ``train_mode="train"`` puts the model in training mode
-    for each epoch (``"as_is"`` keeps the modes it had when ``fit`` started, e.g. frozen
-    BatchNorm). ``amp`` enables autocast (float16 with a GradScaler on CUDA, bfloat16 on CPU);
-    ``grad_clip`` clips the global gradient norm. ``seed`` seeds the trainer's own generator for
-    attacks. ``progress`` is ``"auto"``, ``"tqdm"``, ``"plain"`` or ``None``.
+    ``move_model=True``. A ``DistributedDataParallel`` model (or ``ddp=True``, which wraps it)
+    trains data-parallel (see :mod:`advtrade.distributed`). ``eps_schedule`` (e.g.
+    ``linear_warmup(eps, 5)``) sets each epoch's attack budget; ``attack_mode`` crafts attacks in
+    eval mode (default) or in the modes the model is in (``"as_is"``, buffers restored).
+    ``train_mode="train"`` puts the model in training mode for each epoch (``"as_is"`` keeps the
+    modes it had when ``fit`` started, e.g. frozen BatchNorm). ``amp`` enables autocast (float16
+    with a GradScaler on CUDA, bfloat16 on CPU); ``grad_clip`` clips the global gradient norm.
+    ``seed`` seeds the trainer's own generator for attacks (one stream per rank under DDP).
+    ``progress`` is ``"auto"``, ``"tqdm"``, ``"plain"`` or ``None``.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class RobustTrainer:
         scheduler_interval: Literal["epoch", "batch"] = "epoch",
         device: str | torch.device | None = None,
         move_model: bool = False,
+        ddp: bool = False,
         eps_schedule: EpsilonSchedule | None = None,
         attack_mode: ModelMode = "eval",
         train_mode: TrainMode = "train",
@@ -144,6 +147,9 @@ class RobustTrainer:
                     f"model yourself (before building the optimizer) or pass move_model=True"
                 )
             model.to(self.device)
+        if ddp:
+            model = distributed.wrap_ddp(model)
+        self.data_parallel = distributed.is_ddp(model)
 
         self.model = model
         self.optimizer = optimizer
@@ -164,6 +170,8 @@ class RobustTrainer:
         else:
             self.generator.manual_seed(seed)
         self._eval_seed = int(self.generator.initial_seed()) + 1
+        if self.data_parallel and seed is not None:  # each rank draws its own attack starts
+            self.generator.manual_seed(distributed.rank_seed(seed, distributed.get_rank()))
         self._scaler = (
             torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
         )
@@ -205,7 +213,8 @@ class RobustTrainer:
         callbacks = list(self.callbacks)
         if checkpoint_dir is not None:
             callbacks.append(Checkpoint(checkpoint_dir, every=checkpoint_every))
-        progress = make_progress(self.progress)
+        show = not self.data_parallel or distributed.is_main_process()
+        progress = make_progress(self.progress) if show else None
         if progress is not None:
             callbacks.append(progress)
         if self.epoch >= epochs:
@@ -229,11 +238,13 @@ class RobustTrainer:
                 record = self._train_epoch(train_loader, self.epoch, modes, callbacks)
                 if eval_loader is not None:
                     record.update(self._eval_epoch(eval_loader, eval_attack))
-                record["time"] = time.perf_counter() - start
+                record["time"] = self._reduce([time.perf_counter() - start], "max")[0]
                 self.history.append(record)
                 self.epoch += 1
                 for cb in callbacks:
                     cb.on_epoch_end(self, self.history[-1])
+                if self.data_parallel:  # a callback that stops one rank stops them all
+                    self.stop_training = bool(self._reduce([self.stop_training], "max")[0])
             for cb in callbacks:
                 cb.on_fit_end(self)
         finally:
@@ -263,6 +274,7 @@ class RobustTrainer:
             grad_clip=self.grad_clip,
         )
         lr = float(self.optimizer.param_groups[0]["lr"])
+        distributed.set_epoch(loader, epoch)  # DistributedSampler / SyntheticStream reshuffle
         for cb in callbacks:
             cb.on_epoch_start(self, epoch)
         zero = torch.zeros((), device=self.device)
@@ -291,9 +303,13 @@ class RobustTrainer:
                 cb.on_batch_end(self, index, out)
         if n == 0:
             raise ValueError("train_loader yielded no batches; it must hold at least one batch")
-        record: Record = {"epoch": epoch + 1, "loss": float(loss_sum) / n}
-        for key, (hits, total) in counts.items():
-            record[f"train_{key}_acc"] = float(hits) / total if total else None
+        distributed.sync_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
+        # Sums and counts are reduced over ranks (not means of means): every rank's history is
+        # global, so schedulers and callbacks decide the same everywhere.
+        loss, total, *sums = self._reduce([loss_sum, n, *counts["clean"], *counts["robust"]])
+        record: Record = {"epoch": epoch + 1, "loss": loss / total}
+        for key, hits, seen in zip(counts, sums[::2], sums[1::2]):
+            record[f"train_{key}_acc"] = hits / seen if seen else None
         record["eps"] = eps if eps is not None else self._objective_eps()
         record["lr"] = lr
         if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -302,6 +318,9 @@ class RobustTrainer:
             else:
                 self.scheduler.step()
         return record
+
+    def _reduce(self, values: list[Any], op: str = "sum") -> list[float]:
+        return distributed.reduce_floats(values, self.device, op, enabled=self.data_parallel)
 
     def _set_train_modes(self, modes: list[tuple[nn.Module, bool]]) -> None:
         if self.train_mode == "train":
@@ -355,7 +374,8 @@ class RobustTrainer:
         "robust": <the objective's attack at its full ε>}``. Attacks draw from a generator with a
         fixed seed, so evaluations are comparable across epochs, and the global RNG is restored
         afterwards, so evaluating never changes the training run. The model comes back as it
-        was (modes, parameters, buffers).
+        was (modes, parameters, buffers). Data-parallel, call it on every rank with this rank's
+        shard (:func:`advtrade.distributed.shard_loader`): the counts are summed over ranks.
         """
         from .evaluation import evaluate
 
@@ -368,13 +388,15 @@ class RobustTrainer:
         # evaluation never changes the training run (dropout masks, shuffling) that follows.
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            return evaluate(self.model, loader, attacks, device=self.device, generator=gen)
+            report = evaluate(self.model, loader, attacks, device=self.device, generator=gen)
+        return distributed.reduce_report(report, loader) if self.data_parallel else report
 
     # ------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint (model, optimizer, scheduler, epoch, history, RNG states) to
-        ``path`` atomically; returns the path."""
-        atomic_save(trainer_state(self), path)
+        ``path`` atomically; returns the path. Data-parallel, call it on every rank (as ``fit``
+        does): rank 0 writes every rank's random states while the others wait at a barrier."""
+        write_checkpoint(self, path)
         return Path(path)
 
     def load(self, path: str | os.PathLike[str], *, restore_rng: bool = True) -> RobustTrainer:

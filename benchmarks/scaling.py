@@ -1,0 +1,152 @@
+"""Data-parallel scaling: examples per second of one PGD adversarial-training epoch.
+
+Each configuration runs ``RobustTrainer`` in fresh processes (``torch.multiprocessing.spawn``,
+gloo on CPU, nccl on GPUs) with a fixed batch per process (weak scaling), trains a warm-up
+epoch, then reports the best of ``--repeats`` epochs (an epoch's time is the slowest rank's).
+Printed ratios are over the single-process, unwrapped run: ``ddp x1`` is the wrapper's overhead
+(goal ~1.0), ``ddp xN`` the speed-up (ideal N, i.e. efficiency 1.0).
+
+    python benchmarks/scaling.py              # CPU: 1 and 2 processes, 1 thread each
+    python benchmarks/scaling.py --quick      # fewer steps and repeats
+    python benchmarks/scaling.py --device cuda  # 1 GPU with/without AMP, N processes on N GPUs
+
+On CPU, processes x threads must not exceed the free cores, or the ratio measures contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advtrade import PGD, LinfBall
+from advtrade.datasets import load_dataset
+from advtrade.distributed import distributed_loader, init_distributed
+from advtrade.objectives import AdversarialTraining
+from advtrade.training import RobustTrainer
+
+
+def small_cnn(in_ch: int, side: int, num_classes: int) -> nn.Module:
+    """Two convolutions and a linear head (as in benchmarks/training.py)."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * ((side + 1) // 2) ** 2, num_classes),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _worker(rank: int, config: dict[str, Any], out: str) -> None:
+    """One rank of one configuration; rank 0 writes the examples per second to ``out``."""
+    world, ddp = config["world"], config["ddp"]
+    torch.set_num_threads(config["threads"])
+    if ddp:
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(config["port"])}
+        os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+        backend = "nccl" if config["device"] == "cuda" else "gloo"
+        device = init_distributed(backend, timeout=datetime.timedelta(seconds=300))
+    else:
+        device = torch.device(config["device"])
+    split = load_dataset(config["dataset"], seed=0)
+    data = TensorDataset(split.x_train[: config["n"]], split.y_train[: config["n"]])
+    if ddp:
+        loader = distributed_loader(data, config["batch_size"], drop_last=True)
+    else:
+        gen = torch.Generator().manual_seed(0)
+        loader = DataLoader(data, config["batch_size"], shuffle=True, generator=gen)
+    torch.manual_seed(0)
+    c, h, _ = split.input_shape
+    model = small_cnn(c, h, split.num_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    objective = AdversarialTraining(PGD(LinfBall(0.1), steps=config["steps"]))
+    trainer = RobustTrainer(
+        model, opt, objective, ddp=ddp, amp=config["amp"], progress=None, seed=rank
+    )
+    history = trainer.fit(loader, 1 + config["repeats"])
+    examples = len(loader) * config["batch_size"] * (world if ddp else 1)
+    best = min(history.column("time")[1:])
+    if rank == 0:
+        Path(out).write_text(json.dumps({"examples_per_s": examples / best, "seconds": best}))
+    if ddp:
+        dist.destroy_process_group()
+
+
+def run(config: dict[str, Any]) -> dict[str, float]:
+    """Examples per second of ``config`` (spawned in fresh processes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "result.json")
+        config = {**config, "port": _free_port()}
+        nprocs = config["world"] if config["ddp"] else 1
+        mp.spawn(_worker, args=(config, out), nprocs=nprocs, join=True)
+        return json.loads(Path(out).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer PGD steps and repeats")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"])
+    parser.add_argument("--processes", type=int, default=None, help="CPU: 2; GPU: #GPUs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--batch-size", type=int, default=64, help="per process")
+    parser.add_argument("--steps", type=int, default=None, help="PGD steps (default 10; 3 quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed epochs (3; 1 quick)")
+    parser.add_argument("--n", type=int, default=None, help="training examples (default all)")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA GPU")
+    world = args.processes or (torch.cuda.device_count() if cuda else 2)
+    base = {
+        "device": args.device,
+        "dataset": args.dataset,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "steps": args.steps or (3 if args.quick else 10),
+        "repeats": args.repeats or (1 if args.quick else 3),
+        "n": args.n or 10**9,
+        "amp": False,
+    }
+    configs = {"plain x1": {"world": 1, "ddp": False}, "ddp x1": {"world": 1, "ddp": True}}
+    if world > 1:
+        configs[f"ddp x{world}"] = {"world": world, "ddp": True}
+    if cuda:
+        configs |= {f"{k} amp": {**v, "amp": True} for k, v in configs.items()}
+    print(
+        f"PGD-{base['steps']} AT epoch on {args.dataset}, batch {args.batch_size}/process, "
+        f"{args.device}, {args.threads} thread(s)/process, {os.cpu_count()} CPU cores"
+    )
+    results = {name: run({**base, **cfg}) for name, cfg in configs.items()}
+    ref = results["plain x1"]["examples_per_s"]
+    print(f"{'config':<14} {'examples/s':>11} {'epoch s':>8} {'vs plain x1':>12} {'efficiency':>11}")
+    for name, res in results.items():
+        procs = configs[name]["world"]
+        ratio = res["examples_per_s"] / ref
+        print(
+            f"{name:<14} {res['examples_per_s']:>11.1f} {res['seconds']:>8.3f} "
+            f"{ratio:>12.2f} {ratio / procs:>11.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

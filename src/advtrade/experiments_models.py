@@ -1,0 +1,216 @@
+"""The runner's models: one small CNN per (norm, training ε, training-set size), trained with
+PGD adversarial training (ε = 0: standard training) and evaluated over a list of budgets.
+
+Every model starts from the same seeded initialisation and sees the training data in the same
+seeded order, so models differ only in what the experiment varies (ε, the norm, the data size).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from .attacks import PGD
+from .callbacks import Callback, linear_warmup
+from .datasets import Split
+from .evaluation import robust_accuracy_curve
+from .objectives import AdversarialTraining, Standard
+from .threats import L2Ball, LinfBall, ThreatModel
+from .training import RobustTrainer
+
+__all__ = ["ModelSpec", "Progress", "evaluate_model", "make_model", "make_threat", "train_model"]
+
+NORM_LABELS = {"linf": "ℓ∞", "l2": "ℓ2"}
+
+
+def make_threat(norm: str, eps: float) -> ThreatModel:
+    """The threat model of ``norm`` ("linf" or "l2") with budget ``eps`` on [0, 1] images."""
+    return LinfBall(eps) if norm == "linf" else L2Ball(eps)
+
+
+def make_model(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A two-convolution CNN: stride 1 first on small images (8×8 digits), stride 2 on larger
+    ones (28×28 MNIST), so both cost about the same per example on a CPU."""
+    c, h, w = (int(v) for v in input_shape)
+    stride, kernel = (1, 3) if max(h, w) <= 12 else (2, 5)
+    h2, w2 = math.ceil(math.ceil(h / stride) / 2), math.ceil(math.ceil(w / stride) / 2)
+    return nn.Sequential(
+        nn.Conv2d(c, 16, kernel, stride=stride, padding=kernel // 2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * h2 * w2, num_classes),
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to train: ``norm`` is None for standard training (ε = 0, shared by both norms)."""
+
+    norm: str | None
+    eps: float
+    train_size: int
+    epochs: int
+    warmup: int
+
+    @property
+    def key(self) -> str:
+        """A stable identifier, e.g. ``linf-eps0.1-n1347`` or ``standard-n1347``."""
+        head = "standard" if self.norm is None else f"{self.norm}-eps{self.eps:g}"
+        return f"{head}-n{self.train_size}"
+
+    @property
+    def label(self) -> str:
+        """A short human-readable name, e.g. ``ℓ∞ ε=0.1, n=1347``."""
+        head = "standard" if self.norm is None else f"{NORM_LABELS[self.norm]} ε={self.eps:g}"
+        return f"{head}, n={self.train_size}"
+
+    def cost(self, batch_size: int, steps: int) -> int:
+        """Forward/backward passes over batches: (K + 1) per batch for K-step PGD training."""
+        passes = 1 if self.norm is None else steps + 1
+        return self.epochs * math.ceil(self.train_size / batch_size) * passes
+
+
+class Progress:
+    """Progress over every model of a run: a tqdm bar (interactive terminals) or one line per
+    model (logs); ``mode`` is "auto", "tqdm", "plain" or None (silent). Writes to stderr."""
+
+    def __init__(self, mode: str | None = "auto", file: TextIO | None = None) -> None:
+        self.file = file
+        if mode == "auto":
+            interactive = (file or sys.stderr).isatty()
+            mode = "tqdm" if interactive and _has_tqdm() else "plain"
+        if mode == "tqdm" and not _has_tqdm():
+            mode = "plain"
+        self.mode = mode
+        self._bar: Any = None
+        self._count = self._total_models = 0
+
+    def start(self, total_work: int, models: int) -> None:
+        """Begin the training phase: ``total_work`` units over ``models`` models."""
+        self._total_models, self._count = models, 0
+        if self.mode == "tqdm":
+            from tqdm.auto import tqdm
+
+            fmt = "{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+            self._bar = tqdm(total=total_work, bar_format=fmt, file=self.file, dynamic_ncols=True)
+
+    def begin(self, spec: ModelSpec) -> None:
+        self._count += 1
+        if self._bar is not None:
+            self._bar.set_description_str(f"model {self._count}/{self._total_models}: {spec.label}")
+
+    def advance(self, work: int) -> None:
+        if self._bar is not None:
+            self._bar.update(work)
+
+    def note(self, text: str) -> None:
+        """A line of text (a finished model, a finished experiment)."""
+        if self.mode is None:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.file)
+        else:
+            print(text, file=self.file or sys.stderr, flush=True)
+
+    def model_done(self, spec: ModelSpec, seconds: float, clean: float) -> None:
+        head = f"[{self._count}/{self._total_models}]"
+        self.note(f"{head} {spec.label}: {spec.epochs} epochs, {seconds:.1f} s, clean {clean:.3f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _has_tqdm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tqdm") is not None
+
+
+class _Advance(Callback):
+    """Advances the run's progress by a batch's cost after every training step."""
+
+    def __init__(self, progress: Progress, per_batch: int) -> None:
+        self.progress, self.per_batch = progress, per_batch
+
+    def on_batch_end(self, trainer: Any, batch_index: int, output: Any) -> None:
+        self.progress.advance(self.per_batch)
+
+
+def train_model(
+    spec: ModelSpec,
+    split: Split,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    progress: Progress,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model on ``split``'s training set; returns it (eval mode) and its training
+    summary (epochs, final loss and training accuracy). Adam with a cosine learning-rate decay;
+    adversarial training ramps ε up linearly over ``spec.warmup`` epochs (large budgets can
+    otherwise collapse a small model to a constant prediction)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = make_model(split.input_shape, split.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs)
+    if spec.norm is None:
+        objective: Any = Standard()
+        schedule = None
+    else:
+        objective = AdversarialTraining(PGD(make_threat(spec.norm, spec.eps), steps=steps))
+        schedule = linear_warmup(spec.eps, spec.warmup)
+    per_batch = 1 if spec.norm is None else steps + 1
+    trainer = RobustTrainer(
+        model,
+        optimizer,
+        objective,
+        scheduler=scheduler,
+        eps_schedule=schedule,
+        seed=seed,
+        progress=None,
+        callbacks=[_Advance(progress, per_batch)],
+    )
+    train_loader, _ = split.loaders(batch_size, seed=seed)
+    history = trainer.fit(train_loader, spec.epochs)
+    last = history[-1]
+    acc = last.get("train_robust_acc") if spec.norm is not None else last.get("train_clean_acc")
+    summary = {"epochs": spec.epochs, "final_loss": last["loss"], "final_train_acc": acc}
+    return model.eval(), summary
+
+
+def evaluate_model(
+    model: nn.Module, split: Split, norm: str, epsilons: Sequence[float], *, steps: int, seed: int
+) -> dict[str, Any]:
+    """Clean accuracy and PGD robust accuracy at every budget of ``epsilons`` on the test set
+    (one :func:`~advtrade.robust_accuracy_curve`: a per-example search over the budgets)."""
+    attack = PGD(make_threat(norm, max(epsilons) or 1.0), steps=steps)
+    generator = torch.Generator().manual_seed(seed + 1)
+    curve = robust_accuracy_curve(
+        model, (split.x_test, split.y_test), attack, list(epsilons), generator=generator
+    )
+    return {
+        "n_test": curve.n,
+        "clean": curve.clean / curve.n,
+        "eval_eps": list(curve.epsilons),
+        "robust": list(curve.accuracies),
+    }
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
