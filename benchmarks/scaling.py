@@ -4,7 +4,9 @@ Each configuration runs ``RobustTrainer`` in fresh processes (``torch.multiproce
 gloo on CPU, nccl on GPUs) with a fixed batch per process (weak scaling), trains a warm-up
 epoch, then reports the best of ``--repeats`` epochs (an epoch's time is the slowest rank's).
 Printed ratios are over the single-process, unwrapped run: ``ddp x1`` is the wrapper's overhead
-(goal ~1.0), ``ddp xN`` the speed-up (ideal N, i.e. efficiency 1.0).
+(goal ~1.0), ``ddp xN`` the speed-up (ideal N, i.e. efficiency 1.0). CPU milliseconds per
+example (summed over processes) separate the method's overhead from contention on a shared
+machine: ideal scaling keeps them constant.
 
     python benchmarks/scaling.py              # CPU: 1 and 2 processes, 1 thread each
     python benchmarks/scaling.py --quick      # fewer steps and repeats
@@ -21,6 +23,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advtrade import PGD, LinfBall
+from advtrade.callbacks import Callback
 from advtrade.datasets import load_dataset
-from advtrade.distributed import distributed_loader, init_distributed
+from advtrade.distributed import all_reduce, distributed_loader, init_distributed
 from advtrade.objectives import AdversarialTraining
 from advtrade.training import RobustTrainer
 
@@ -55,6 +59,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class CpuClock(Callback):
+    """This process's CPU seconds per epoch: unlike wall time, immune to other load on the box."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self._start = time.process_time()
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        self.seconds.append(time.process_time() - self._start)
+
+
 def _worker(rank: int, config: dict[str, Any], out: str) -> None:
     """One rank of one configuration; rank 0 writes the examples per second to ``out``."""
     world, ddp = config["world"], config["ddp"]
@@ -72,7 +89,7 @@ def _worker(rank: int, config: dict[str, Any], out: str) -> None:
         loader = distributed_loader(data, config["batch_size"], drop_last=True)
     else:
         gen = torch.Generator().manual_seed(0)
-        loader = DataLoader(data, config["batch_size"], shuffle=True, generator=gen)
+        loader = DataLoader(data, config["batch_size"], shuffle=True, generator=gen, drop_last=True)
     torch.manual_seed(0)
     c, h, _ = split.input_shape
     model = small_cnn(c, h, split.num_classes).to(device)
@@ -81,11 +98,19 @@ def _worker(rank: int, config: dict[str, Any], out: str) -> None:
     trainer = RobustTrainer(
         model, opt, objective, ddp=ddp, amp=config["amp"], progress=None, seed=rank
     )
+    clock = CpuClock()
+    trainer.callbacks.append(clock)
     history = trainer.fit(loader, 1 + config["repeats"])
-    examples = len(loader) * config["batch_size"] * (world if ddp else 1)
+    examples = len(loader) * config["batch_size"] * (world if ddp else 1)  # full batches only
     best = min(history.column("time")[1:])
+    cpu = all_reduce(torch.tensor(min(clock.seconds[1:]), dtype=torch.float64)).item()
     if rank == 0:
-        Path(out).write_text(json.dumps({"examples_per_s": examples / best, "seconds": best}))
+        result = {
+            "examples_per_s": examples / best,
+            "seconds": best,
+            "cpu_ms": 1e3 * cpu / examples,
+        }
+        Path(out).write_text(json.dumps(result))
     if ddp:
         dist.destroy_process_group()
 
@@ -138,13 +163,14 @@ def main() -> None:
     )
     results = {name: run({**base, **cfg}) for name, cfg in configs.items()}
     ref = results["plain x1"]["examples_per_s"]
-    print(f"{'config':<14} {'examples/s':>11} {'epoch s':>8} {'vs plain x1':>12} {'efficiency':>11}")
+    head = f"{'config':<14} {'examples/s':>11} {'epoch s':>8} {'vs plain x1':>12}"
+    print(f"{head} {'efficiency':>11} {'CPU ms/example':>15}")
     for name, res in results.items():
         procs = configs[name]["world"]
         ratio = res["examples_per_s"] / ref
         print(
             f"{name:<14} {res['examples_per_s']:>11.1f} {res['seconds']:>8.3f} "
-            f"{ratio:>12.2f} {ratio / procs:>11.2f}"
+            f"{ratio:>12.2f} {ratio / procs:>11.2f} {res['cpu_ms']:>15.3f}"
         )
 
 

@@ -33,7 +33,12 @@ import advtrade as at
 from advtrade.datasets import Split, load_digits, load_mnist_subset
 from advtrade.evaluation import evaluate
 from advtrade.objectives import AdversarialTraining, Standard
-from advtrade.perception import alignment_score, perception_panel, shifted_targets
+from advtrade.perception import (
+    alignment_score,
+    large_eps_threat,
+    perception_panel,
+    shifted_targets,
+)
 from advtrade.plotting import save_perception_figure
 from advtrade.training import RobustTrainer
 
@@ -41,7 +46,7 @@ from advtrade.training import RobustTrainer
 # --quick. The standard model trains longer (it is cheap): an under-trained standard model is
 # still smooth, and its non-robust, noise-like features appear as it fits the data.
 CONFIG = {
-    "mnist": {"eps": 2.0, "lr": 1e-3, "epochs": (20, 10), "quick_epochs": (10, 3)},
+    "mnist": {"eps": 2.0, "lr": 1e-3, "epochs": (20, 10), "quick_epochs": (8, 3)},
     "digits": {"eps": 1.0, "lr": 3e-3, "epochs": (40, 20), "quick_epochs": (20, 10)},
 }
 
@@ -106,16 +111,23 @@ def main() -> None:
     models = {name: train_or_load(name, split, epochs[name], args) for name in epochs}
 
     # A random subset of the test split (the MNIST subset is sorted by class), driven to y + 1.
-    n = 100 if args.quick else 300
+    n, steps = (100, 50) if args.quick else (300, 100)
     pick = torch.randperm(len(split.y_test), generator=torch.Generator().manual_seed(0))[:n]
     x, y = split.x_test[pick], split.y_test[pick]
     target = shifted_targets(y, split.num_classes)
-    eval_attack = at.PGD(at.L2Ball(cfg["eps"]), steps=20)
-    report: dict[str, object] = {"data": args.data, "quick": args.quick, "n": n}
+    eval_attack = at.PGD(at.L2Ball(cfg["eps"]), steps=steps // 5)
+    report: dict[str, object] = {
+        "data": args.data,
+        "quick": args.quick,
+        "n": n,
+        "large_eps_l2": large_eps_threat(x).eps,  # the default budget of alignment_score
+        "attack_steps": steps,
+        "robust_acc_attack": f"PGD-{steps // 5}, l2 eps={cfg['eps']}",
+    }
     for name, model in models.items():
         acc = evaluate(model, (split.x_test, split.y_test), {"clean": None})["clean"]
         rob = evaluate(model, (x, y), {"clean": None, "pgd": eval_attack})["pgd"]
-        score = alignment_score(model, x, y, target, split.x_train, split.y_train)
+        score = alignment_score(model, x, y, target, split.x_train, split.y_train, steps=steps)
         report[name] = {
             "epochs": epochs[name],
             "clean_acc": acc,
@@ -135,7 +147,9 @@ def main() -> None:
     first = torch.stack([(split.y_test == c).nonzero()[0, 0] for c in range(split.num_classes)])
     xs, ys = split.x_test[first], split.y_test[first]
     panels = {
-        f"{name} model": perception_panel(m, xs, ys, shifted_targets(ys, split.num_classes))
+        f"{name} model": perception_panel(
+            m, xs, ys, shifted_targets(ys, split.num_classes), steps=steps
+        )
         for name, m in models.items()
     }
     figure = save_perception_figure(args.out / f"perceptual_alignment_{args.data}.png", panels)

@@ -13,6 +13,7 @@ import datetime
 import io
 import os
 import socket
+import subprocess
 import sys
 import time
 import warnings
@@ -288,32 +289,61 @@ def test_ddp_checkpoint_loads_single_process(two_process_run: dict[str, Any]) ->
     assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
 
 
+def test_example_runs_under_torchrun(tmp_path: Path) -> None:
+    """The README's command: examples/distributed_training.py on 2 processes with torchrun."""
+    pytest.importorskip("sklearn")
+    script = Path(__file__).resolve().parents[1] / "examples" / "distributed_training.py"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    args += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script)]
+    args += ["--quick", "--epochs", "2", "--checkpoint-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 process(es) on cpu" in run.stdout and "pgd-20" in run.stdout
+    assert run.stdout.count("evaluation") == 1  # printed by rank 0 only
+    assert (tmp_path / "last.pt").is_file()
+
+
 # ----------------------------------------------------------------------- one process
-def test_one_process_group_trains_like_a_plain_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_process_group_trains_like_a_plain_trainer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Outside torchrun, init_distributed starts a 1-process group; ``ddp=True`` there gives the
-    plain trainer's weights and history (rank 0 keeps the seed; reductions are identities)."""
+    plain trainer's weights and history (rank 0 keeps the seed; reductions are identities). A
+    ``torch.compile``d module wrapped afterwards trains the same, and its checkpoint holds the
+    plain module's keys."""
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     gen = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.rand(96, 1, 8, 8, generator=gen), torch.randint(0, 10, (96,)))
-    results = []
+    results = {}
     assert not dist.is_initialized()
     assert init_distributed("gloo") == torch.device("cpu")
+    torch._dynamo.reset()
     try:
-        for ddp in (False, True):
+        for variant in ("plain", "ddp", "compiled"):
             torch.manual_seed(0)
             model = _model()
             opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            if variant == "compiled":
+                model = wrap_ddp(torch.compile(model, backend="aot_eager"))
             objective = AdversarialTraining(PGD(LinfBall(0.1), steps=2))
-            trainer = RobustTrainer(model, opt, objective, ddp=ddp, progress=None)
-            assert trainer.data_parallel == ddp
-            history = trainer.fit(distributed_loader(data, 32), 2, shard_loader(data, 40))
-            results.append((model.state_dict(), [r | {"time": 0} for r in history]))
+            trainer = RobustTrainer(model, opt, objective, ddp=variant == "ddp", progress=None)
+            assert trainer.data_parallel == (variant != "plain")
+            history = trainer.fit(
+                distributed_loader(data, 32), 2, shard_loader(data, 40), checkpoint_dir=tmp_path
+            )
+            saved = read_checkpoint(tmp_path / "last.pt")["model"]
+            results[variant] = (saved, [r | {"time": 0} for r in history])
     finally:
         dist.destroy_process_group()
-    (plain, h_plain), (wrapped, h_wrapped) = results
+    (plain, h_plain), (wrapped, h_wrapped) = results["plain"], results["ddp"]
     assert h_plain == h_wrapped
     assert all(torch.equal(v, wrapped[k]) for k, v in plain.items())
+    compiled = results["compiled"][0]
+    assert compiled.keys() == plain.keys()
+    for k, v in plain.items():
+        torch.testing.assert_close(compiled[k], v, rtol=1e-4, atol=1e-5)
 
 
 def test_set_epoch_reaches_sampler_and_dataset() -> None:
@@ -419,6 +449,7 @@ def test_pgd_on_a_compiled_model() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_pgd_on_an_inductor_compiled_model() -> None:
     """The same with the default inductor backend (a cold compile: 17 s on a busy 2-core CPU)."""
     torch._dynamo.reset()

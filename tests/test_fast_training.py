@@ -304,10 +304,11 @@ def test_eps_schedule_scales_eps_and_step() -> None:
         assert max(m for e, m in seen[key] if e == 0.2) > 0.15
 
 
-def test_free_state_dict_makes_resume_bitwise(tmp_path) -> None:
-    """δ is objective state outside the trainer checkpoint; restoring it resumes bit for bit."""
+def test_free_resume_from_checkpoint_is_bitwise(tmp_path) -> None:
+    """The trainer checkpoint carries free AT's δ buffer, so a resume continues bit for bit;
+    without δ (reset after loading) the run diverges, so the test can tell."""
 
-    def run(epochs: int, ckpt=None, resume_from=None, state=None):  # type: ignore[no-untyped-def]
+    def run(epochs: int, ckpt=None, resume_from=None, reset=False):  # type: ignore[no-untyped-def]
         torch.manual_seed(0)
         model, objective = SmallCNN(), FreeAdversarialTraining(LinfBall(0.1), replays=2)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -317,15 +318,20 @@ def test_free_state_dict_makes_resume_bitwise(tmp_path) -> None:
             trainer = RobustTrainer(model, opt, objective, progress=None)
         else:
             trainer = RobustTrainer.resume(resume_from, model, opt, objective, progress=None)
-            objective.load_state_dict(state)
+            assert objective.delta_ is not None
+            if reset:
+                objective.reset()
         trainer.fit(loader, epochs, checkpoint_dir=ckpt)
-        return model, objective
+        return model
 
-    full, _ = run(2)
-    _, half = run(1, ckpt=tmp_path)
-    resumed, _ = run(2, resume_from=tmp_path / "last.pt", state=half.state_dict())
-    assert all(
-        torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values())
+    full = run(2)
+    run(1, ckpt=tmp_path)
+    resumed = run(2, resume_from=tmp_path / "last.pt")
+    pairs = zip(full.state_dict().values(), resumed.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in pairs)
+    reset = run(2, resume_from=tmp_path / "last.pt", reset=True)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(full.state_dict().values(), reset.state_dict().values())
     )
 
 

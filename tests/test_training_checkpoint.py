@@ -82,7 +82,8 @@ def test_checkpoint_loads_with_plain_weights_only(digits, tmp_path: Path) -> Non
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
     assert state["epoch"] == 1 and isinstance(state["history"], list)
     assert isinstance(state["history"][0]["loss"], float)
-    assert set(state["rng"]) == {"trainer", "torch", "cuda", "loader"}
+    assert set(state["rng"]) == {"trainer", "torch", "cuda", "objective", "loader"}
+    assert state["rng"]["objective"] is None  # Standard() carries no state
     assert len(state["rng"]["loader"]) == 1
 
 

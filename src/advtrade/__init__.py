@@ -5,7 +5,7 @@ The public API is what this module exports; everything else may change.
 
 from __future__ import annotations
 
-from . import datasets
+from . import datasets, distributed
 from .apgd import APGD
 from .attacks import FGSM, PGD, Attack, WorstOf
 from .callbacks import Callback, EpsilonSchedule, History, LinearWarmup, linear_warmup
@@ -90,6 +90,7 @@ __all__ = [
     "check_gradient_masking",
     "cross_entropy",
     "datasets",
+    "distributed",
     "dlr_loss",
     "evaluate",
     "linear_warmup",

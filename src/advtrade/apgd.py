@@ -86,6 +86,17 @@ class APGD(Attack):
 
     Cost per restart: ``steps`` forward+backward passes and one forward pass (the gradient at
     the last iterate is never needed).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import APGD, LinfBall
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))  # logits = x: class 0 iff x0 > x1
+        >>> attack = APGD(LinfBall(0.15), steps=10)
+        >>> x_adv = attack(model, torch.tensor([[0.6, 0.4]]), torch.tensor([0]))
+        >>> x_adv, model(x_adv).argmax(1)
+        (tensor([[0.4500, 0.5500]]), tensor([1]))
     """
 
     threat: ThreatModel

@@ -141,6 +141,24 @@ class PGD(Attack):
     iterate and drops it from later forward/backward passes. ``targeted`` makes ``y`` the target
     classes and minimises the loss instead. ``mode`` chooses eval-mode (default) or as-is model
     execution (see :func:`advtrade.guard.model_guard`).
+
+    Examples:
+        A linear model whose logits are the input itself: class 0 wins iff x0 > x1.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import PGD, LinfBall
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))
+        >>> x, y = torch.tensor([[0.6, 0.4]]), torch.tensor([0])
+        >>> attack = PGD(LinfBall(0.15), steps=10)
+        >>> x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(0))
+        >>> x_adv  # the worst corner of the ball
+        tensor([[0.4500, 0.5500]])
+        >>> model(x_adv).argmax(1)
+        tensor([1])
+        >>> model.training, model.weight.grad  # the model is left as it was
+        (True, None)
     """
 
     threat: ThreatModel
@@ -269,7 +287,17 @@ def _step(x: Tensor, alpha: Tensor | float, direction: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class FGSM(PGD):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size ε from the clean
-    point (under ℓ2 this is the fast gradient method, a step of length ε along the gradient)."""
+    point (under ℓ2 this is the fast gradient method, a step of length ε along the gradient).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import FGSM, LinfBall
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))  # logits = x
+        >>> FGSM(LinfBall(0.15))(model, torch.tensor([[0.6, 0.4]]), torch.tensor([0]))
+        tensor([[0.4500, 0.5500]])
+    """
 
     steps: int = field(default=1, init=False)
     random_start: bool = field(default=False, init=False)
@@ -288,6 +316,17 @@ class WorstOf(Attack):
 
     Each attack after the first runs only on the examples that no earlier attack fooled, so an
     ensemble costs little more than its strongest member on a weak model.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import FGSM, PGD, LinfBall, WorstOf, margin_loss
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))  # logits = x
+        >>> x, y = torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 0])
+        >>> attack = WorstOf([FGSM(LinfBall(0.15)), PGD(LinfBall(0.15), loss=margin_loss)])
+        >>> model(attack(model, x, y)).argmax(1)  # the first stays robust, the second is fooled
+        tensor([0, 1])
     """
 
     attacks: Sequence[Attack]

@@ -110,6 +110,14 @@ def apply_loader_states(loader: object, states: list[torch.Tensor]) -> None:
 # --------------------------------------------------------------------------- trainer state
 
 
+def _plain_module(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP/DataParallel and ``torch.compile`` wrappers, so checkpoints
+    are interchangeable between single-process, data-parallel and compiled runs."""
+    model = unwrap_model(model)
+    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    return unwrap_model(inner) if isinstance(inner, nn.Module) else model
+
+
 def trainer_state(trainer: RobustTrainer) -> dict[str, Any]:
     """Everything :func:`restore_trainer` needs, as tensors and plain Python values."""
     pending = trainer._pending_loader_states
@@ -122,6 +130,10 @@ def trainer_state(trainer: RobustTrainer) -> dict[str, Any]:
         "trainer": trainer.generator.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": _cuda_states(),
+        # per-rank state of objectives that carry some (free AT's perturbation buffer)
+        "objective": state_dict() if callable(state_dict := getattr(
+            trainer.objective, "state_dict", None
+        )) else None,
     }
     if getattr(trainer, "data_parallel", False):  # every rank's own states, in rank order
         rng["ranks"] = distributed.all_gather_object(dict(rng))
@@ -129,7 +141,7 @@ def trainer_state(trainer: RobustTrainer) -> dict[str, Any]:
         "format": FORMAT,
         "version": VERSION,
         "epoch": int(trainer.epoch),
-        "model": unwrap_model(trainer.model).state_dict(),
+        "model": _plain_module(trainer.model).state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
@@ -188,7 +200,7 @@ def restore_trainer(
     trainer: RobustTrainer, state: Mapping[str, Any], path: Path, *, restore_rng: bool = True
 ) -> None:
     """Load ``state`` (from :func:`read_checkpoint`) into ``trainer`` after checking it fits."""
-    model = unwrap_model(trainer.model)
+    model = _plain_module(trainer.model)
     check_model_state(model, state["model"], path)
     _check_optimizer_state(trainer.optimizer, state["optimizer"], path)
     has_sched = state.get("scheduler") is not None
@@ -206,9 +218,12 @@ def restore_trainer(
         trainer._scaler.load_state_dict(state["scaler"])
     trainer.epoch = int(state["epoch"])
     trainer.history = History(state["history"])
+    rng = _rank_rng(trainer, state["rng"], path)
+    load_objective = getattr(trainer.objective, "load_state_dict", None)
+    if rng.get("objective") is not None and callable(load_objective):
+        load_objective(rng["objective"])
     if not restore_rng:
         return
-    rng = _rank_rng(trainer, state["rng"], path)
     trainer.generator.set_state(rng["trainer"])
     torch.set_rng_state(rng["torch"])
     cuda = rng.get("cuda") or []

@@ -238,6 +238,16 @@ def load_digits(
     Images are ``(N, 1, 8, 8)`` float32 in ``[0, 1]`` (pixel / 16). ``train_size`` subsamples
     the training split (stratified) for learning-curve experiments; the test split is unchanged.
     Needs scikit-learn (``pip install 'advtrade[data]'``).
+
+    Examples:
+        >>> from advtrade.datasets import load_digits
+        >>> data = load_digits(seed=0)
+        >>> data
+        Split(name='digits', num_classes=10, train=(1348, 1, 8, 8), test=(449, 1, 8, 8))
+        >>> train_loader, test_loader = data.loaders(batch_size=64, seed=0)
+        >>> x, y = next(iter(train_loader))
+        >>> x.shape, x.dtype, float(x.min()) >= 0, float(x.max()) <= 1
+        (torch.Size([64, 1, 8, 8]), torch.float32, True, True)
     """
     x, y = _digits_arrays()
     return _make_split(x, y, "digits", test_fraction, train_size, seed)

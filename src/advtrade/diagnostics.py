@@ -100,6 +100,30 @@ def check_gradient_masking(
       attack had not converged, so the reported figure overstates robustness.
     - ``fgsm_stronger``: one FGSM step beats PGD by more than ``tolerance``, a classic sign of
       a loss surface that misleads iterative attacks.
+
+    Examples:
+        A model that rounds its input has a zero gradient almost everywhere: gradient attacks
+        cannot move, and its robust accuracy would be an overestimate.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import LinfBall, check_gradient_masking
+        >>> linear = nn.Linear(2, 2, bias=False)
+        >>> linear.weight = nn.Parameter(torch.eye(2))  # logits = x
+        >>> x = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> y = torch.tensor([0, 0, 0])
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> check_gradient_masking(linear, x, y, LinfBall(0.1), generator=gen)
+        []
+        >>> class Round(nn.Module):
+        ...     def forward(self, x):
+        ...         return torch.round(x * 3) / 3
+        >>> masked = nn.Sequential(Round(), linear)
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> threat = LinfBall(0.1)
+        >>> findings = check_gradient_masking(masked, x, y, threat, generator=gen, warn=False)
+        >>> [finding.check for finding in findings]
+        ['zero_gradients', 'large_eps']
     """
     if not isinstance(threat, ThreatModel):
         raise TypeError(f"threat must be a ThreatModel, got {type(threat).__name__}")

@@ -23,8 +23,18 @@ same number of steps (DDP needs that: a rank with fewer batches hangs the others
 for training but counts some examples twice in an evaluation. :func:`shard_loader` shards without
 padding for exact evaluation; :func:`distributed_loader` builds the training loader. Under CUDA,
 ``amp=True`` trains in float16 with a ``GradScaler``, while attacks keep ``x_adv`` in the input's
-dtype, so projections stay exact. To combine with ``torch.compile``, compile the inner module and
-wrap it afterwards: ``wrap_ddp(torch.compile(model))``.
+dtype, so projections stay exact. To combine with ``torch.compile``, compile the module, then
+wrap it: ``wrap_ddp(torch.compile(model))`` (attacks run the compiled module; checkpoints hold
+the plain module's keys).
+
+Collectives must be reached by every rank, so: call ``trainer.evaluate`` and ``trainer.save``
+on every rank (for a rank-0-only evaluation use :func:`advtrade.evaluate`); give every rank the
+same number of training batches (a streamed dataset such as ``SyntheticStream`` with
+``world_size`` needs a batch count divisible by it); a callback that decides on per-rank data
+should reduce it first (:func:`all_reduce`) — decisions on the history are already global. An
+error on one rank (say a non-finite loss) stops that rank; ``torchrun`` then stops the others.
+``attack_mode="as_is"`` with ``SyncBatchNorm`` would issue collectives inside attacks: keep the
+default eval-mode attacks there.
 """
 
 from __future__ import annotations
@@ -56,7 +66,9 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "init_distributed",
+    "is_ddp",
     "is_main_process",
+    "rank_seed",
     "reduce_floats",
     "reduce_report",
     "set_epoch",
@@ -170,6 +182,11 @@ class ShardSampler(Sampler[int]):
     Unlike ``DistributedSampler`` it never pads, so the per-rank counts of an evaluation sum to
     exact totals (shards differ in length by at most one; fine for evaluation, which issues no
     collective per batch, but not for DDP training). Rank order is the dataset's order.
+
+    >>> tuple(len(ShardSampler(10, rank=r, world_size=3)) for r in range(3))
+    (3, 3, 4)
+    >>> tuple(ShardSampler(10, rank=2, world_size=3))
+    (6, 7, 8, 9)
     """
 
     def __init__(
@@ -214,9 +231,10 @@ def distributed_loader(
 ) -> DataLoader[Any]:
     """A training loader over this rank's ``DistributedSampler`` share (``batch_size`` per rank).
 
-    Every rank gets the same number of batches (padded with repeated examples unless
-    ``drop_last``), as DDP requires; the shuffle depends on ``seed`` and the epoch the trainer
-    sets, so it needs no generator state to resume. Works without a process group (one rank).
+    Every rank gets the same number of batches, as DDP requires: the share is padded with
+    repeated examples, or with ``drop_last`` the uneven tail and the incomplete last batch are
+    dropped. The shuffle depends on ``seed`` and the epoch the trainer sets, so it needs no
+    generator state to resume. Works without a process group (one rank).
     """
     sampler = DistributedSampler(
         dataset,
@@ -226,7 +244,7 @@ def distributed_loader(
         seed=seed,
         drop_last=drop_last,
     )
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+    return DataLoader(dataset, batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
 
 
 def set_epoch(loader: object, epoch: int) -> None:

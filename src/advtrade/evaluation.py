@@ -217,6 +217,25 @@ def evaluate(
     examples classified correctly clean (the others are non-robust anyway), so counts are exact
     and the cost is lower. Batches move to ``device`` (default: the model's). The model is
     evaluated in eval mode and comes back untouched (mode, gradients, buffers).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import PGD, LinfBall, evaluate
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))  # logits = x: class 0 iff x0 > x1
+        >>> x = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> y = torch.tensor([0, 0, 0])
+        >>> report = evaluate(model, (x, y), {"clean": None, "pgd": PGD(LinfBall(0.15))})
+        >>> report.counts
+        {'clean': 2, 'pgd': 1, 'worst-of': 1}
+        >>> round(report["pgd"], 4)
+        0.3333
+        >>> print(report)
+        evaluation  correct / total   accuracy
+        clean             2 / 3         66.67%
+        pgd               1 / 3         33.33%
+        worst-of          1 / 3         33.33%
     """
     clean_name, named = _check_attacks(attacks)
     if not isinstance(model, nn.Module):
@@ -342,6 +361,18 @@ def robust_accuracy_curve(
     undecided example at its own midpoint ε (a per-example budget) with early stopping, and a
     success at ε also settles every budget ≥ the norm of the perturbation found. The attack's
     own ε is ignored; an explicit PGD step size falls back to the default 2.5·ε/steps.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import PGD, LinfBall, robust_accuracy_curve
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))  # logits = x
+        >>> x = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> y = torch.tensor([0, 0, 0])
+        >>> curve = robust_accuracy_curve(model, (x, y), PGD(LinfBall(0.1)), [0.05, 0.15, 0.3, 0.5])
+        >>> curve.counts  # margins 0.8 and 0.2 break at ε = 0.4 and 0.1
+        (2, 1, 1, 0)
     """
     values = _check_epsilons(epsilons)
     for name in ("with_eps", "threat"):

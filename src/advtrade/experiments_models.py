@@ -85,14 +85,15 @@ class Progress:
 
     def __init__(self, mode: str | None = "auto", file: TextIO | None = None) -> None:
         self.file = file
+        self._bar: Any = None
+        self._count = self._total_models = 0
         if mode == "auto":
             interactive = (file or sys.stderr).isatty()
             mode = "tqdm" if interactive and _has_tqdm() else "plain"
-        if mode == "tqdm" and not _has_tqdm():
-            mode = "plain"
         self.mode = mode
-        self._bar: Any = None
-        self._count = self._total_models = 0
+        if mode == "tqdm" and not _has_tqdm():
+            self.mode = "plain"
+            self.note("tqdm is not installed (pip install 'advtrade[progress]'): plain progress")
 
     def start(self, total_work: int, models: int) -> None:
         """Begin the training phase: ``total_work`` units over ``models`` models."""

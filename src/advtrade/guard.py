@@ -41,6 +41,16 @@ def model_guard(model: nn.Module, mode: ModelMode = "eval") -> Iterator[nn.Modul
     Inside, parameters do not require gradients (an attack needs only input gradients, so no
     weight gradients are computed or accumulated) and, with ``mode="eval"``, every submodule is
     in eval mode. Yields the unwrapped model (see :func:`unwrap_model`).
+
+    Examples:
+        >>> from torch import nn
+        >>> from advtrade import model_guard
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+        >>> with model_guard(model) as net:
+        ...     print(net.training, net[0].weight.requires_grad)
+        False False
+        >>> model.training, model[0].weight.requires_grad
+        (True, True)
     """
     if mode not in ("eval", "as_is"):
         raise ValueError(f"mode must be 'eval' or 'as_is', got {mode!r}")

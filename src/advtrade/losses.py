@@ -23,7 +23,15 @@ class Loss(Protocol):
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Per-example cross-entropy, ``-log softmax(logits)[target]``."""
+    """Per-example cross-entropy, ``-log softmax(logits)[target]``.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import cross_entropy
+        >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+        >>> cross_entropy(logits, torch.tensor([0, 0]))
+        tensor([0.4076, 3.1698])
+    """
     return F.cross_entropy(logits, target, reduction="none")
 
 
@@ -38,6 +46,13 @@ def margin_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Unlike cross-entropy it does not saturate on confident examples, which makes it the
     usual second loss for a robust evaluation.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import margin_loss
+        >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+        >>> margin_loss(logits, torch.tensor([0, 0]))  # the second example is misclassified
+        tensor([-1.,  3.])
     """
     true, other = _true_and_best_other(logits, target)
     return other - true
@@ -47,6 +62,15 @@ def dlr_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Difference-of-logits-ratio loss of Croce & Hein (2020): the margin divided by
     ``z_π1 − z_π3`` (largest minus third-largest logit), invariant to shifting and rescaling the
     logits, so a model cannot hide behind large logits. Needs at least three classes.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import dlr_loss
+        >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+        >>> dlr_loss(logits, torch.tensor([0, 0]))
+        tensor([-0.5000,  1.0000])
+        >>> dlr_loss(10 * logits + 5, torch.tensor([0, 0]))  # the same after rescaling
+        tensor([-0.5000,  1.0000])
     """
     if logits.shape[1] < 3:
         raise ValueError(f"dlr_loss needs at least 3 classes, the model outputs {logits.shape[1]}")
@@ -60,6 +84,15 @@ def trades_kl(logits: Tensor, target: Tensor) -> Tensor:
 
     Gradients flow through both arguments, as in Zhang et al. (2019)'s training loss; inside the
     attack the clean logits are a constant anyway.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import trades_kl
+        >>> clean = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+        >>> trades_kl(clean, clean)  # no change in the prediction: no penalty
+        tensor([0., 0.])
+        >>> trades_kl(torch.tensor([[0.0, 0.0]]), clean[:1]) > 0
+        tensor([True])
     """
     log_clean = torch.log_softmax(target, dim=1)
     log_adv = torch.log_softmax(logits, dim=1)

@@ -20,6 +20,15 @@ class Normalize(nn.Module):
 
     Keeping normalisation inside the model lets attacks work in pixel space, so ε means what
     the user thinks it means (8/255 of the [0, 1] range, not of a standardised range).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import Normalize
+        >>> norm = Normalize(mean=[0.5], std=[0.25])
+        >>> norm(torch.tensor([[[[0.0, 0.5, 1.0]]]]))
+        tensor([[[[-2.,  0.,  2.]]]])
+        >>> model = nn.Sequential(norm, nn.Flatten(), nn.Linear(3, 2))  # attacks see [0, 1] inputs
     """
 
     def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:

@@ -84,6 +84,32 @@ class TsiprasDistribution:
     """y ~ U{±1}; x1 = y w.p. p else −y; x2 … x_{d+1} ~ N(η·y, 1); ``eta=None`` means 3/√d.
 
     Requires an integer d ≥ 1, ½ ≤ p < 1 and a finite η ≥ 0 (the paper's Theorem 2.1 range).
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import LinfBall, TsiprasDistribution
+        >>> dist = TsiprasDistribution(d=100, p=0.95)  # η = 3/√d = 0.3
+        >>> x, y = dist.sample(4, generator=torch.Generator().manual_seed(0))
+        >>> x.shape, sorted(set(y.tolist()) | {-1, 1})
+        (torch.Size([4, 101]), [-1, 1])
+
+        Exact accuracies of the averaging classifier: Φ(η√d) = Φ(3), and at ε = 2η, Φ(−3).
+
+        >>> avg = dist.averaging_classifier()
+        >>> threat = LinfBall(2 * dist.eta, domain=None)  # the features are unbounded
+        >>> round(float(dist.standard_accuracy(avg)), 5)
+        0.99865
+        >>> round(float(dist.robust_accuracy(avg, threat=threat)), 5)
+        0.00135
+        >>> round(float(dist.theorem_2_1_bound(0.99)), 4)  # no classifier does better
+        0.19
+
+        Theorem 2.2: the adversarial SVM puts no weight on the non-robust features.
+
+        >>> paper = TsiprasDistribution(d=200, p=0.9, eta=4 / 200**0.5)
+        >>> svm = paper.svm_minimizer(LinfBall(2 * paper.eta, domain=None))
+        >>> svm.v, svm.robust_share
+        (0.0, 1.0)
     """
 
     d: int
@@ -391,6 +417,13 @@ class SyntheticStream(IterableDataset):
     and reproducible per epoch; call :meth:`set_epoch` (like ``DistributedSampler``) for fresh
     data each epoch — without it every epoch repeats epoch 0 (a fixed, never-stored dataset).
     Memory is one batch. Use ``DataLoader(stream, batch_size=None)``.
+
+    Examples:
+        >>> from torch.utils.data import DataLoader
+        >>> from advtrade import TsiprasDistribution
+        >>> stream = TsiprasDistribution(d=10, p=0.9).dataset(1000, batch_size=256, seed=0)
+        >>> [x.shape[0] for x, y in DataLoader(stream, batch_size=None)]
+        [256, 256, 256, 232]
     """
 
     def __init__(

@@ -112,6 +112,11 @@ def theorem_2_1_bound(standard_accuracy: Tensor | float, p: float, clip: bool = 
 
     The theorem gives the raw value, which exceeds 1 (and says nothing) once the standard
     accuracy is below 1 − (1 − p)/p; ``clip=True`` returns min(1, raw), also a valid bound.
+
+    Examples:
+        >>> from advtrade import theorem_2_1_bound
+        >>> theorem_2_1_bound([0.99, 0.999, 0.5], p=0.95)
+        tensor([0.1900, 0.0190, 1.0000], dtype=torch.float64)
     """
     acc = torch.as_tensor(standard_accuracy, dtype=torch.float64)
     if not 0.5 <= p < 1:
@@ -132,7 +137,20 @@ class LinearClassifier(NamedTuple):
     @classmethod
     def from_module(cls, module: nn.Linear) -> LinearClassifier:
         """The classifier of a trained ``nn.Linear``: one output (score z, y = +1 ↔ z > 0), or
-        two (class 1 ↔ y = +1, score z1 − z0)."""
+        two (class 1 ↔ y = +1, score z1 − z0).
+
+        Examples:
+            >>> import torch
+            >>> from torch import nn
+            >>> from advtrade import LinearClassifier
+            >>> layer = nn.Linear(3, 2)
+            >>> with torch.no_grad():
+            ...     _ = layer.weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 2.0]]))
+            ...     _ = layer.bias.fill_(0.5)
+            >>> w, b = LinearClassifier.from_module(layer)
+            >>> w, b
+            (tensor([1., 0., 2.], dtype=torch.float64), 0.0)
+        """
         if not isinstance(module, nn.Linear) or module.out_features not in (1, 2):
             raise TypeError(f"module must be an nn.Linear with 1 or 2 outputs, got {module!r}")
         w = module.weight.detach().to(torch.float64)

@@ -75,6 +75,16 @@ class ThreatModel(ABC):
 
     ``eps`` is a float or a (B,) tensor; ``domain`` is an inclusive (low, high) pair applied to
     every coordinate, or ``None`` for unbounded inputs (for example the synthetic distribution).
+
+    Examples:
+        One budget per example: a (B,) tensor ε.
+
+        >>> import torch
+        >>> from advtrade import LinfBall
+        >>> threat = LinfBall(torch.tensor([0.0, 0.5]))
+        >>> threat.project(torch.zeros(2, 1), torch.ones(2, 1))
+        tensor([[0.0000],
+                [0.5000]])
     """
 
     eps: Eps
@@ -187,7 +197,22 @@ def _rand(
 
 @dataclass(frozen=True, eq=False, repr=False)
 class LinfBall(ThreatModel):
-    """The ℓ∞ ball {δ : max_i |δ_i| ≤ ε}: every coordinate may move by up to ε."""
+    """The ℓ∞ ball {δ : max_i |δ_i| ≤ ε}: every coordinate may move by up to ε.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import LinfBall
+        >>> threat = LinfBall(0.1)  # domain [0, 1]
+        >>> x = torch.full((1, 3), 0.95)
+        >>> threat.project(x, x + 0.5)  # within 0.1 of x, and inside [0, 1]
+        tensor([[1., 1., 1.]])
+        >>> threat.project(x, x - 0.5)
+        tensor([[0.8500, 0.8500, 0.8500]])
+        >>> threat.ascent_direction(torch.tensor([[0.3, -2.0, 0.0]]))
+        tensor([[ 1., -1.,  0.]])
+        >>> threat.dual_norm(torch.tensor([1.0, -2.0, 3.0]))  # ‖w‖₁
+        tensor(6.)
+    """
 
     p: ClassVar[float] = float("inf")
     dual_p: ClassVar[float] = 1.0
@@ -220,6 +245,16 @@ class L2Ball(ThreatModel):
 
     The random start is uniform in the ball's volume (a Gaussian direction and a radius
     ε·U^(1/n)), which measured stronger than a uniform radius or a start on the sphere.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade import L2Ball
+        >>> threat = L2Ball(1.0, domain=None)  # unbounded inputs
+        >>> threat.project(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+        >>> threat.ascent_direction(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))  # safe at zero
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
     """
 
     p: ClassVar[float] = 2.0

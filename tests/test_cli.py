@@ -1,0 +1,244 @@
+"""The ``advtrade`` command: the quick run's report shows the trade-off, runs are reproducible,
+and bad requests fail in one line without leaving a report behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import advtrade
+from advtrade import cli
+from advtrade.experiments import FORMAT
+
+pytest.importorskip("sklearn")
+
+TINY = [
+    "--experiment", "synthetic,tradeoff", "--linf-eps", "0,0.3", "--l2-eps", "0,1.5",
+    "--epochs", "2", "--train-size", "300", "--quiet",
+]  # fmt: skip
+
+
+def _run(*args: str) -> int:
+    return cli.main(list(args))
+
+
+def _leftovers(parent: Path) -> list[str]:
+    """Hidden partial folders a run may have left next to its report."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One quick run (about 20-30 s on one CPU thread) shared by the report tests."""
+    out = tmp_path_factory.mktemp("quick") / "report"
+    assert _run("--quick", "--out", str(out), "--quiet") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(quick: Path) -> dict:
+    return json.loads((quick / "results.json").read_text())
+
+
+# --------------------------------------------------------------------------- the quick report
+
+
+def test_quick_report_is_complete(quick: Path, results: dict) -> None:
+    assert results["format"] == FORMAT and results["complete"] is True
+    for name in ("report.md", "run.json", "tradeoff.csv", "datasize.csv", "robust_curves.csv"):
+        assert (quick / name).is_file(), name
+    assert (quick / "report.md").read_text().rstrip().endswith("complete: true")
+    assert set(results) >= {"synthetic", "tradeoff", "datasize", "perception", "models"}
+    assert _leftovers(quick.parent) == []
+    run = json.loads((quick / "run.json").read_text())
+    assert run["advtrade_version"] == advtrade.__version__
+    assert run["seconds"]["total"] < 120  # the quick mode is meant to take well under a minute
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_quick_report_shows_the_tradeoff(results: dict, norm: str) -> None:
+    table = results["tradeoff"][norm]
+    assert table["train_eps"][0] == 0.0 and len(table["train_eps"]) >= 2
+    clean, last = table["clean"], [curve[-1] for curve in table["robust"]]
+    # The standard model is the most accurate and the least robust at the largest budget.
+    assert clean[0] > max(clean[1:]), clean
+    assert last[0] <= min(last[1:]) and last[0] < max(last[1:]), last
+    assert table["eval_eps"][-1] == max(table["eval_eps"]) > 0
+    for curve in table["robust"]:  # robust accuracy never rises with ε
+        assert all(a >= b for a, b in itertools.pairwise(curve))
+
+
+def test_quick_report_synthetic_numbers_are_exact(results: dict) -> None:
+    s = results["synthetic"]["theorem_2_1"]
+    rows = {row["name"].split()[0]: row for row in s["classifiers"]}
+    phi3 = 0.5 * math.erfc(-3 / math.sqrt(2))  # η = 3/√d and ε = 2η: Φ(3) and Φ(−3)
+    assert rows["averaging"]["standard"] == pytest.approx(phi3, abs=1e-9)
+    assert rows["averaging"]["robust"] == pytest.approx(1 - phi3, abs=1e-9)
+    assert rows["robust"]["standard"] == pytest.approx(0.95) == rows["robust"]["robust"]
+    assert s["frontier"]["bound_holds"]
+    assert all(r <= b + 1e-12 for r, b in zip(s["frontier"]["robust"], s["frontier"]["bound"]))
+
+
+def test_quick_report_datasize_and_models(results: dict) -> None:
+    full = results["data"]["train"]
+    for norm in ("linf", "l2"):
+        table = results["datasize"][norm]
+        assert table["train_sizes"][-1] == full and len(table["train_sizes"]) >= 2
+        assert len(table["clean"]) == len(table["train_eps"])
+        epochs = table["epochs"][0]
+        assert epochs[0] > epochs[-1]  # smaller sets train longer: equal optimiser steps
+    keys = [m["key"] for m in results["models"]]
+    assert len(keys) == len(set(keys))
+    standard = next(m for m in results["models"] if m["key"] == f"standard-n{full}")
+    assert set(standard["curves"]) == {"linf", "l2"}  # one standard model serves both norms
+
+
+def test_quick_report_figures(quick: Path, results: dict) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib" in (quick / "report.md").read_text()
+        return
+    for name in ("synthetic_frontier", "tradeoff_linf", "robust_curves_l2", "datasize_linf"):
+        png = quick / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    if "skipped" not in results["perception"]:
+        assert (quick / results["perception"]["figure"]).is_file()
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run(*TINY, "--out", str(a)) == 0
+    assert _run(*TINY, "--out", str(b)) == 0
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    assert (a / "tradeoff.csv").read_bytes() == (b / "tradeoff.csv").read_bytes()
+    # A second run into the same folder replaces the earlier report, leaving nothing else.
+    assert _run("--experiment", "synthetic", "--seed", "1", "--quiet", "--out", str(a)) == 0
+    assert json.loads((a / "results.json").read_text())["settings"]["seed"] == 1
+    assert not (a / "tradeoff.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a for a in TINY if a != "--quiet"] + ["--experiment", "tradeoff"]
+    assert _run(*args, "--progress", "plain", "--out", str(tmp_path / "r")) == 0
+    out, err = capsys.readouterr()
+    assert "[1/3] standard" in err and "[3/3]" in err
+    assert "report.md" in out
+
+
+# --------------------------------------------------------------------------- bad requests
+
+
+def _fails(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
+    code = _run(*args, "--out", str(out), "--quiet")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "report.md").exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--experiment", "nonsense"], "nonsense"),
+        (["--experiment", "tradeoff,fig9"], "fig9"),
+        (["--linf-eps", "0,-0.1"], "-0.1"),
+        (["--l2-eps", "0,abc"], "abc"),
+        (["--l2-eval-eps", ","], "comma-separated"),
+        (["--linf-eps", "0,nan"], "nan"),
+        (["--epochs", "0"], "--epochs"),
+        (["--seed", "-1"], "seed"),
+        (["--data", "cifar"], "cifar"),
+        (["--train-size", "3"], "--train-size"),
+        (["--experiment", "datasize", "--train-sizes", "5"], "--train-sizes"),
+    ],
+)
+def test_bad_input_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    err = _fails(capsys, tmp_path / "report", *args)
+    assert needle in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_output_under_a_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    err = _fails(capsys, blocker / "report", "--experiment", "synthetic")
+    assert str(blocker) in err and "not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_foreign_folder_is_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    err = _fails(capsys, mine, "--experiment", "synthetic")
+    assert "not empty" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advtrade.experiments_tradeoff as tradeoff
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tradeoff, "train_model", broken)
+    out = tmp_path / "report"
+    assert _run(*TINY, "--out", str(out)) == 130
+    assert list(tmp_path.iterdir()) == []
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tradeoff, "train_model", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # bugs keep their traceback
+        _run(*TINY, "--out", str(out))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("--version") == 0
+    assert capsys.readouterr().out.strip() == f"advtrade {advtrade.__version__}"
+
+
+def test_python_dash_m_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "advtrade", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"advtrade {advtrade.__version__}"
+
+
+def test_console_script_version() -> None:
+    script = shutil.which("advtrade", path=os.path.dirname(sys.executable))
+    script = script or shutil.which("advtrade")
+    if script is None:
+        pytest.skip("the advtrade console script is not installed")
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"advtrade {advtrade.__version__}"
+
+
+def test_list_parsers() -> None:
+    assert cli.eps_list("0.2, 0,8/255,0.2") == (0.0, 8 / 255, 0.2)
+    assert cli.size_list("400,50,50") == (50, 400)
+    assert cli.experiment_list("all") == ("synthetic", "tradeoff", "datasize", "perception")
+    assert cli.experiment_list("tradeoff,synthetic") == ("synthetic", "tradeoff")
