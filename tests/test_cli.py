@@ -19,7 +19,9 @@ import advtrade
 from advtrade import cli
 from advtrade.experiments import FORMAT
 
-pytest.importorskip("sklearn")
+needs_digits = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None, reason="the digits need scikit-learn"
+)
 
 TINY = [
     "--experiment", "synthetic,tradeoff", "--linf-eps", "0,0.3", "--l2-eps", "0,1.5",
@@ -52,6 +54,7 @@ def results(quick: Path) -> dict:
 # --------------------------------------------------------------------------- the quick report
 
 
+@needs_digits
 def test_quick_report_is_complete(quick: Path, results: dict) -> None:
     assert results["format"] == FORMAT and results["complete"] is True
     for name in ("report.md", "run.json", "tradeoff.csv", "datasize.csv", "robust_curves.csv"):
@@ -60,10 +63,10 @@ def test_quick_report_is_complete(quick: Path, results: dict) -> None:
     assert set(results) >= {"synthetic", "tradeoff", "datasize", "perception", "models"}
     assert _leftovers(quick.parent) == []
     run = json.loads((quick / "run.json").read_text())
-    assert run["advtrade_version"] == advtrade.__version__
-    assert run["seconds"]["total"] < 120  # the quick mode is meant to take well under a minute
+    assert run["advtrade_version"] == advtrade.__version__ and run["threads"] == 1
 
 
+@needs_digits
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_quick_report_shows_the_tradeoff(results: dict, norm: str) -> None:
     table = results["tradeoff"][norm]
@@ -77,6 +80,7 @@ def test_quick_report_shows_the_tradeoff(results: dict, norm: str) -> None:
         assert all(a >= b for a, b in itertools.pairwise(curve))
 
 
+@needs_digits
 def test_quick_report_synthetic_numbers_are_exact(results: dict) -> None:
     s = results["synthetic"]["theorem_2_1"]
     rows = {row["name"].split()[0]: row for row in s["classifiers"]}
@@ -88,6 +92,7 @@ def test_quick_report_synthetic_numbers_are_exact(results: dict) -> None:
     assert all(r <= b + 1e-12 for r, b in zip(s["frontier"]["robust"], s["frontier"]["bound"]))
 
 
+@needs_digits
 def test_quick_report_datasize_and_models(results: dict) -> None:
     full = results["data"]["train"]
     for norm in ("linf", "l2"):
@@ -102,6 +107,7 @@ def test_quick_report_datasize_and_models(results: dict) -> None:
     assert set(standard["curves"]) == {"linf", "l2"}  # one standard model serves both norms
 
 
+@needs_digits
 def test_quick_report_figures(quick: Path, results: dict) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         assert "matplotlib" in (quick / "report.md").read_text()
@@ -116,6 +122,7 @@ def test_quick_report_figures(quick: Path, results: dict) -> None:
 # --------------------------------------------------------------------------- reproducibility
 
 
+@needs_digits
 def test_same_seed_same_numbers(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run(*TINY, "--out", str(a)) == 0
@@ -129,6 +136,7 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
+@needs_digits
 def test_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = [a for a in TINY if a != "--quiet"] + ["--experiment", "tradeoff"]
     assert _run(*args, "--progress", "plain", "--out", str(tmp_path / "r")) == 0
@@ -161,8 +169,10 @@ def _fails(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> str:
         (["--epochs", "0"], "--epochs"),
         (["--seed", "-1"], "seed"),
         (["--data", "cifar"], "cifar"),
-        (["--train-size", "3"], "--train-size"),
-        (["--experiment", "datasize", "--train-sizes", "5"], "--train-sizes"),
+        pytest.param(["--train-size", "3"], "--train-size", marks=needs_digits),
+        pytest.param(
+            ["--experiment", "datasize", "--train-sizes", "5"], "--train-sizes", marks=needs_digits
+        ),
     ],
 )
 def test_bad_input_fails_in_one_line(
@@ -193,6 +203,7 @@ def test_foreign_folder_is_never_replaced(
     assert _leftovers(tmp_path) == []
 
 
+@needs_digits
 def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import advtrade.experiments_tradeoff as tradeoff
 

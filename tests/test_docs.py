@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import advtrade
 
@@ -66,9 +67,10 @@ def test_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for line, source, _ in blocks:
-        code = compile(source, f"{page.relative_to(ROOT)}:{line}", "exec")
-        exec(code, namespace)  # a failure's traceback names the page and the block's line
+    with torch.random.fork_rng():  # pages may seed the global RNG; other tests keep theirs
+        for line, source, _ in blocks:
+            code = compile(source, f"{page.relative_to(ROOT)}:{line}", "exec")
+            exec(code, namespace)  # a failure's traceback names the page and the block's line
 
 
 def test_every_docs_page_is_in_the_nav() -> None:

@@ -3,6 +3,8 @@ when matplotlib is missing."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import sys
 
 import pytest
@@ -92,14 +94,12 @@ def test_bad_arguments_are_clear_errors(tmp_path, panels):
         plotting.save_image_grid(tmp_path / "g.png", grid, cell_px=0)
     with pytest.raises(TypeError, match="panels must be a non-empty mapping"):
         plotting.save_perception_figure(tmp_path / "f.png", {})
-    other = dict(panels)
     first = next(iter(panels.values()))
-    other["shifted"] = perception_panel(
-        nn.Linear(64, 10).requires_grad_(False).float(), first.x.flatten(1), first.y,
-        first.target, steps=1,
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="shape \\(B, C, H, W\\)|same inputs"):
+    other = {**panels, "other inputs": dataclasses.replace(first, x=1 - first.x)}
+    with pytest.raises(ValueError, match="every panel must show the same inputs"):
         plotting.save_perception_figure(tmp_path / "f.png", other)
+    with pytest.raises(TypeError, match=r"panels\['bad'\] must be a PerceptionPanel"):
+        plotting.save_perception_figure(tmp_path / "f.png", {"bad": first.x})
     with pytest.raises(ValueError, match="n must be an integer >= 2"):
         plotting.save_perception_figure(tmp_path / "f.png", panels, n=1)
     with pytest.raises(ValueError, match=r"ys\['a'\] has 1 values but x has 2"):
@@ -110,6 +110,7 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    importlib.reload(plotting)  # importing advtrade.plotting itself needs no matplotlib
     with pytest.raises(ImportError, match=r"pip install 'advtrade\[plot\]'"):
         plotting.require_matplotlib()
     with pytest.raises(ImportError, match=r"advtrade\[plot\]"):

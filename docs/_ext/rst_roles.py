@@ -1,10 +1,14 @@
-"""Griffe extension for the docs build: render the reST roles used in advtrade's docstrings.
+"""Griffe extension for the docs build: reST roles, and docstrings of overriding methods.
 
 advtrade's docstrings are prose with Sphinx-style cross-reference roles (``:class:`~advtrade.PGD```,
 ``:func:`evaluate```, ``:mod:`advtrade.synthetic_theory```). mkdocstrings renders docstrings as
 Markdown, where those roles would show up verbatim; this extension rewrites each role into an
 *optional* autorefs cross-reference: a link when the target is documented, plain code otherwise
 (never a build warning). A leading ``~`` shows only the last component, as in Sphinx.
+
+A method that overrides a documented one without a docstring of its own (``PGD.perturb``,
+``LinfBall.ascent_direction``, a callback's ``on_epoch_end``) gets the base method's docstring,
+as ``inspect.getdoc`` would give it.
 """
 
 from __future__ import annotations
@@ -55,9 +59,31 @@ class RstRoles(griffe.Extension):
     """Rewrite reST roles in every docstring once the whole package is loaded."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
-        for obj in _walk(pkg):
+        objects = _walk(pkg)
+        for obj in objects:
+            if obj.is_class:
+                _inherit_docstrings(obj)  # type: ignore[arg-type]
+        for obj in objects:
             if obj.docstring is not None:
                 obj.docstring.value = rewrite(obj.docstring.value, obj)
+
+
+def _inherit_docstrings(cls: griffe.Class) -> None:
+    """Give each undocumented method the docstring of the nearest base that documents it."""
+    try:
+        bases = cls.mro()
+    except Exception:  # an unresolvable base (outside the package): nothing to inherit
+        return
+    for name, member in cls.members.items():
+        if member.is_alias or not member.is_function or member.docstring is not None:
+            continue
+        for base in bases:
+            inherited = base.members.get(name)
+            if inherited is not None and not inherited.is_alias and inherited.docstring:
+                member.docstring = griffe.Docstring(
+                    inherited.docstring.value, parent=member, lineno=inherited.docstring.lineno
+                )
+                break
 
 
 def _walk(obj: griffe.Object) -> list[griffe.Object]:

@@ -5,7 +5,7 @@ The public API is what this module exports; everything else may change.
 
 from __future__ import annotations
 
-from . import datasets, distributed
+from . import datasets, distributed, perception, plotting
 from .apgd import APGD
 from .attacks import FGSM, PGD, Attack, WorstOf
 from .callbacks import Callback, EpsilonSchedule, History, LinearWarmup, linear_warmup
@@ -36,6 +36,14 @@ from .objectives import (
     StepContext,
     StepOutput,
 )
+from .perception import (
+    Alignment,
+    alignment_score,
+    input_gradients,
+    interpolate,
+    large_eps_examples,
+    normalize_for_display,
+)
 from .synthetic import (
     LinearClassifier,
     SVMSolution,
@@ -56,6 +64,7 @@ __all__ = [
     "TRADES",
     "WORST_OF",
     "AdversarialTraining",
+    "Alignment",
     "Attack",
     "Callback",
     "CatastrophicOverfittingGuard",
@@ -87,15 +96,22 @@ __all__ = [
     "TsiprasDistribution",
     "WorstOf",
     "__version__",
+    "alignment_score",
     "check_gradient_masking",
     "cross_entropy",
     "datasets",
     "distributed",
     "dlr_loss",
     "evaluate",
+    "input_gradients",
+    "interpolate",
+    "large_eps_examples",
     "linear_warmup",
     "margin_loss",
     "model_guard",
+    "normalize_for_display",
+    "perception",
+    "plotting",
     "read_checkpoint",
     "robust_accuracy_curve",
     "theorem_2_1_bound",

@@ -112,6 +112,7 @@ class EvaluationReport:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as a JSON string (read back with :meth:`from_json`)."""
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
@@ -312,6 +313,7 @@ class RobustAccuracyCurve:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as a JSON string (read back with :meth:`from_json`)."""
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod

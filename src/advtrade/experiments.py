@@ -23,6 +23,9 @@ import torch
 
 from .datasets import Split, load_dataset
 from .experiments_models import Progress
+from .experiments_perception import run_perception
+from .experiments_report import write_report
+from .experiments_synthetic import run_synthetic
 from .experiments_tradeoff import plan_models, run_models, summarise
 
 __all__ = [
@@ -86,13 +89,13 @@ _DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
         "eval_steps": 20,
     },
     ("mnist", True): {
-        "linf_eps": (0.0, 0.2, 0.3),
+        "linf_eps": (0.0, 0.1, 0.2),
         "l2_eps": (0.0, 1.0, 2.0),
         "linf_eval_eps": (0.0, 0.1, 0.2, 0.3),
-        "l2_eval_eps": (0.0, 1.0, 2.0),
+        "l2_eval_eps": (0.0, 1.0, 2.0, 3.0),
         "train_sizes": (300,),
-        "epochs": 3,
-        "warmup": 1,
+        "epochs": 4,
+        "warmup": 2,
         "train_steps": 2,
         "eval_steps": 10,
     },
@@ -202,8 +205,6 @@ def run(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the selected experiments, writing figures into ``folder``; return ``(results,
     timing)``: every number (a deterministic function of ``settings``) and the seconds spent."""
-    from .experiments_synthetic import run_synthetic
-
     results: dict[str, Any] = {"format": FORMAT, "settings": settings.to_dict()}
     timing: dict[str, float] = {}
     start = time.perf_counter()
@@ -224,8 +225,6 @@ def run(
             results.update(summarise(settings, records, full))
             results["models"] = list(records.values())
             if "perception" in settings.experiments:
-                from .experiments_perception import run_perception
-
                 begin = time.perf_counter()
                 results["perception"] = run_perception(settings, split, models, folder)
                 timing["perception"] = time.perf_counter() - begin
@@ -329,8 +328,6 @@ class ReportFolder:
 
 def finish(folder: ReportFolder, results: dict[str, Any], run_info: dict[str, Any]) -> Path:
     """Write the numbers, the tables and figures, then ``report.md`` and publish the folder."""
-    from .experiments_report import write_report
-
     results = {**results, "complete": True}
     folder.write_json("results.json", results)
     folder.write_json("run.json", run_info)

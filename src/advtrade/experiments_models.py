@@ -25,9 +25,18 @@ from .objectives import AdversarialTraining, Standard
 from .threats import L2Ball, LinfBall, ThreatModel
 from .training import RobustTrainer
 
-__all__ = ["ModelSpec", "Progress", "evaluate_model", "make_model", "make_threat", "train_model"]
+__all__ = [
+    "ModelSpec",
+    "Progress",
+    "evaluate_model",
+    "make_model",
+    "make_threat",
+    "model_key",
+    "train_model",
+]
 
 NORM_LABELS = {"linf": "ℓ∞", "l2": "ℓ2"}
+EVAL_BATCH = 256  # test examples per attack batch: bounds memory on 28×28 images
 
 
 def make_threat(norm: str, eps: float) -> ThreatModel:
@@ -51,6 +60,12 @@ def make_model(input_shape: Sequence[int], num_classes: int) -> nn.Module:
     )
 
 
+def model_key(norm: str | None, eps: float, size: int) -> str:
+    """The identifier of the model trained under ``norm`` at ``eps`` on ``size`` examples."""
+    head = "standard" if norm is None or eps == 0 else f"{norm}-eps{eps:.10g}"
+    return f"{head}-n{size}"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model to train: ``norm`` is None for standard training (ε = 0, shared by both norms)."""
@@ -63,9 +78,8 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        """A stable identifier, e.g. ``linf-eps0.1-n1347`` or ``standard-n1347``."""
-        head = "standard" if self.norm is None else f"{self.norm}-eps{self.eps:g}"
-        return f"{head}-n{self.train_size}"
+        """A stable identifier, e.g. ``linf-eps0.1-n1348`` or ``standard-n1348``."""
+        return model_key(self.norm, self.eps, self.train_size)
 
     @property
     def label(self) -> str:
@@ -199,9 +213,8 @@ def evaluate_model(
     (one :func:`~advtrade.robust_accuracy_curve`: a per-example search over the budgets)."""
     attack = PGD(make_threat(norm, max(epsilons) or 1.0), steps=steps)
     generator = torch.Generator().manual_seed(seed + 1)
-    curve = robust_accuracy_curve(
-        model, (split.x_test, split.y_test), attack, list(epsilons), generator=generator
-    )
+    batches = list(zip(split.x_test.split(EVAL_BATCH), split.y_test.split(EVAL_BATCH)))
+    curve = robust_accuracy_curve(model, batches, attack, list(epsilons), generator=generator)
     return {
         "n_test": curve.n,
         "clean": curve.clean / curve.n,

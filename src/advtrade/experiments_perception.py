@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .datasets import Split
-from .experiments_models import NORM_LABELS
+from .experiments_models import NORM_LABELS, model_key
 from .experiments_tradeoff import perception_norm
 
 if TYPE_CHECKING:
@@ -48,8 +48,8 @@ def run_perception(
     full = int(split.x_train.shape[0])
     eps = max(settings.train_eps(norm))
     chosen = {
-        "standard": models[f"standard-n{full}"],
-        f"robust ({NORM_LABELS[norm]} ε={eps:g})": models[f"{norm}-eps{eps:g}-n{full}"],
+        "standard": models[model_key(None, 0.0, full)],
+        f"robust ({NORM_LABELS[norm]} ε={eps:g})": models[model_key(norm, eps, full)],
     }
     n = min(100 if settings.quick else 300, int(split.x_test.shape[0]))
     x, y = split.x_test[:n], split.y_test[:n]

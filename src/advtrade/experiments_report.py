@@ -340,7 +340,9 @@ def _markdown(results: dict[str, Any], run: dict[str, Any], figures: dict[str, s
         f"{s['train_steps']} steps and ε warm-up over {s['warmup']} epochs; evaluation with "
         f"{s['eval_steps']}-step PGD. Training ε: ℓ∞ {_eps(s['linf_eps'])}; ℓ2 "
         f"{_eps(s['l2_eps'])}. Evaluation ε: ℓ∞ {_eps(s['linf_eval_eps'])}; ℓ2 "
-        f"{_eps(s['l2_eval_eps'])}.",
+        f"{_eps(s['l2_eval_eps'])}. Data-size study: n = "
+        f"{', '.join(map(str, s['train_sizes']))} and the full training set, at ε = 0 and the "
+        "smallest and largest non-zero training ε of each norm.",
         "",
         "## Reproduce",
         "",

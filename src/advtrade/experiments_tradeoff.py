@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .datasets import Split, load_dataset
-from .experiments_models import ModelSpec, Progress, evaluate_model, timed, train_model
+from .experiments_models import (
+    ModelSpec,
+    Progress,
+    evaluate_model,
+    model_key,
+    timed,
+    train_model,
+)
 
 if TYPE_CHECKING:
     from .experiments import Settings
@@ -138,11 +145,6 @@ def run_models(
     return models, records
 
 
-def _key(norm: str, eps: float, size: int) -> str:
-    head = "standard" if eps == 0 else f"{norm}-eps{eps:g}"
-    return f"{head}-n{size}"
-
-
 def summarise(
     settings: Settings, records: dict[str, dict[str, Any]], full: int
 ) -> dict[str, dict[str, Any]]:
@@ -152,7 +154,7 @@ def summarise(
     if "tradeoff" in chosen:
         table: dict[str, Any] = {}
         for norm in NORMS:
-            rows = [records[_key(norm, eps, full)] for eps in settings.train_eps(norm)]
+            rows = [records[model_key(norm, eps, full)] for eps in settings.train_eps(norm)]
             table[norm] = {
                 "train_eps": [r["train_eps"] for r in rows],
                 "clean": [r["clean"] for r in rows],
@@ -166,7 +168,7 @@ def summarise(
         table = {}
         for norm in NORMS:
             eps_list = datasize_eps(settings.train_eps(norm))
-            grid = [[records[_key(norm, e, n)] for n in sizes] for e in eps_list]
+            grid = [[records[model_key(norm, e, n)] for n in sizes] for e in eps_list]
             table[norm] = {
                 "train_sizes": sizes,
                 "train_eps": list(eps_list),

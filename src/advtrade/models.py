@@ -45,6 +45,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", std_t)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(x - mean) / std`` over dimension 1 (channels) of a (B, C, ...) or (B, C) batch."""
         shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim > 2 else (1, -1)
         return (x - self.mean.view(shape).to(x.dtype)) / self.std.view(shape).to(x.dtype)
 

@@ -102,10 +102,11 @@ def input_gradients(
     if x.shape[0] == 0:
         return torch.zeros_like(x)
     loss_fn = cross_entropy if loss is None else loss
+    check_labels(y, x.shape[0], x.device)
     with model_guard(model, mode) as net, torch.enable_grad():
-        _check_class_labels(y, x, _num_classes(net, x), "y")
         x_in = x.detach().clone().requires_grad_(True)
         logits = as_logits(net(x_in), x.shape[0])
+        _check_class_labels(y, x, logits.shape[1], "y")
         value = loss_fn(logits, y)
         if value.shape != (x.shape[0],):
             raise ValueError(
@@ -123,6 +124,9 @@ def normalize_for_display(g: Tensor, percentile: float = 99.0, *, signed: bool =
     so a few extreme pixels cannot wash out the rest (as in the paper's figures). ``signed=True``
     (default) keeps the sign: 0.5 is zero, brighter is positive, darker negative — the gradient's
     direction is what looks like the data. ``signed=False`` shows the magnitude (0 is zero).
+
+    >>> normalize_for_display(torch.tensor([[-2.0, 0.0, 1.0, 2.0]]), percentile=100)
+    tensor([[0.0000, 0.5000, 0.7500, 1.0000]])
     """
     _check_x(g, "g")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
@@ -198,6 +202,9 @@ def interpolate(x: Tensor, x_adv: Tensor, n: int) -> Tensor:
 
     One row per example (row i, column 0 is ``x[i]``, column n−1 is ``x_adv[i]``), the layout of a
     figure; ``path.flatten(0, 1)`` is a batch a model can classify.
+
+    >>> interpolate(torch.zeros(2, 1), torch.ones(2, 1), 3)[0].flatten()
+    tensor([0.0000, 0.5000, 1.0000])
     """
     _check_x(x)
     _check_x(x_adv, "x_adv")

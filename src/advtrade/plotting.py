@@ -147,7 +147,9 @@ def _check_labels(labels: Sequence[str] | None, count: int, name: str) -> list[s
     return labels
 
 
-def _draw_row_labels(fig: Any, labels: list[str], top: int, cell: int, size: tuple[int, int]):
+def _draw_row_labels(
+    fig: Any, labels: list[str], top: int, cell: int, size: tuple[int, int]
+) -> None:
     width, height = size
     fontsize = max(6.0, min(10.0, cell / 6)) * 72 / fig.dpi
     for i, label in enumerate(labels):
