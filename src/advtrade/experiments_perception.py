@@ -52,7 +52,11 @@ def run_perception(
         f"robust ({NORM_LABELS[norm]} ε={eps:g})": models[model_key(norm, eps, full)],
     }
     n = min(100 if settings.quick else 300, int(split.x_test.shape[0]))
-    x, y = split.x_test[:n], split.y_test[:n]
+    # a seeded random subset: the test split may be ordered by class (the MNIST subset is)
+    pick = torch.randperm(
+        int(split.x_test.shape[0]), generator=torch.Generator().manual_seed(settings.seed)
+    )[:n]
+    x, y = split.x_test[pick], split.y_test[pick]
     target = shifted_targets(y, split.num_classes)
     steps = 50 if settings.quick else 100
     scores: dict[str, Any] = {}
