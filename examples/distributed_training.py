@@ -97,6 +97,7 @@ def main() -> None:
         print(history)
         print(report)
         print(f"checkpoint: {ckpt_dir / 'last.pt'} (an interrupted run continues with --resume)")
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -101,6 +101,14 @@ def _init(rank: int, port: int) -> None:
     assert device == torch.device("cpu") and get_rank() == rank and get_world_size() == WORLD
 
 
+def _finish() -> None:
+    """Leave the group only once every rank is done, so no rank tears gloo down under another
+    rank's last collective (which aborts the process: "terminate called without an active
+    exception")."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _flat_parameters(model: nn.Module) -> Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -198,7 +206,7 @@ def _train_worker(rank: int, port: int, out: str, data: dict[str, Tensor]) -> No
         Path(out) / f"full{rank}.pt",
     )
     _run(data, 1, checkpoint_dir=Path(out) / "ckpt")  # interrupted after one epoch
-    dist.destroy_process_group()
+    _finish()
 
 
 def _resume_worker(rank: int, port: int, out: str, data: dict[str, Tensor]) -> None:
@@ -206,7 +214,7 @@ def _resume_worker(rank: int, port: int, out: str, data: dict[str, Tensor]) -> N
     trainer, history = _run(data, 2, resume=Path(out) / "ckpt" / "last.pt")
     state = {"state": trainer.model.module.state_dict(), "history": history.to_list()}
     torch.save(state, Path(out) / f"resumed{rank}.pt")
-    dist.destroy_process_group()
+    _finish()
 
 
 @pytest.fixture(scope="module")
