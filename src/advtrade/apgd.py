@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .attacks import Attack, _Best, _fooled
+from .attacks import Attack, _Best, _check_iterative, _fooled
 from .guard import ModelMode
 from .losses import Loss, cross_entropy, dlr_loss
 from .models import as_class_index, as_logits
@@ -111,15 +111,7 @@ class APGD(Attack):
     mode: ModelMode = "eval"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.threat, ThreatModel):
-            raise TypeError(
-                f"threat must be a ThreatModel such as LinfBall(eps) or L2Ball(eps), got "
-                f"{type(self.threat).__name__}"
-            )
-        for name in ("steps", "restarts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_iterative(self)
         if isinstance(self.loss, str):
             if self.loss not in _LOSSES:
                 raise ValueError(f"loss must be 'ce', 'dlr' or a callable, got {self.loss!r}")
@@ -134,8 +126,6 @@ class APGD(Attack):
         s = self.initial_step
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf:
             raise ValueError(f"initial_step must be a finite number > 0 (times ε), got {s!r}")
-        if self.mode not in ("eval", "as_is"):
-            raise ValueError(f"mode must be 'eval' or 'as_is', got {self.mode!r}")
 
     def with_eps(self, eps: Eps) -> APGD:
         """The same attack with budget ``eps`` (the step size is relative to ε, so it scales)."""

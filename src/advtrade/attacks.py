@@ -121,6 +121,23 @@ class _Best:
         return _Best(self.x[keep], self.fooled[keep], self.loss[keep])
 
 
+def _check_iterative(attack: Attack) -> None:
+    """The checks every iterative attack shares: a threat model, whole steps and restarts >= 1,
+    and a known model mode."""
+    threat = getattr(attack, "threat", None)
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(
+            f"threat must be a ThreatModel such as LinfBall(eps) or L2Ball(eps), got "
+            f"{type(threat).__name__}"
+        )
+    for name in ("steps", "restarts"):
+        value = getattr(attack, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if attack.mode not in ("eval", "as_is"):
+        raise ValueError(f"mode must be 'eval' or 'as_is', got {attack.mode!r}")
+
+
 def _fooled(logits: Tensor, target: Tensor, targeted: bool) -> Tensor:
     """Success of the attack per example: misclassified, or (targeted) classified as target."""
     if target.is_floating_point():  # a distribution target (e.g. TRADES): no success criterion
@@ -172,23 +189,13 @@ class PGD(Attack):
     mode: ModelMode = "eval"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.threat, ThreatModel):
-            raise TypeError(
-                f"threat must be a ThreatModel such as LinfBall(eps) or L2Ball(eps), got "
-                f"{type(self.threat).__name__}"
-            )
-        for name in ("steps", "restarts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_iterative(self)
         if self.step_size is not None:
             s = self.step_size
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 or s == math.inf:
                 raise ValueError(f"step_size must be a finite number > 0 (or None), got {s!r}")
         if self.loss is not None and not callable(self.loss):
             raise TypeError(f"loss must be a callable (logits, y) -> (B,), got {self.loss!r}")
-        if self.mode not in ("eval", "as_is"):
-            raise ValueError(f"mode must be 'eval' or 'as_is', got {self.mode!r}")
 
     def with_eps(self, eps: Eps) -> PGD:
         """The same attack with budget ``eps``; an explicit step size scales with ε."""
