@@ -17,6 +17,7 @@ process per GPU and training uses mixed precision (``amp=True``).
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 from pathlib import Path
 
@@ -97,6 +98,10 @@ def main() -> None:
         print(history)
         print(report)
         print(f"checkpoint: {ckpt_dir / 'last.pt'} (an interrupted run continues with --resume)")
+    # Release the DDP model (its reducer holds gloo work) before leaving the group, so no gloo
+    # thread still owns tensors when Python shuts down.
+    del trainer, model
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
