@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .attacks import Attack, _Best, _check_iterative, _fooled
+from .attacks import Attack, _Best, _check_iterative, _fooled, _take, _with_restarts
 from .guard import ModelMode
 from .losses import Loss, cross_entropy, dlr_loss
 from .models import as_class_index, as_logits
@@ -141,16 +141,12 @@ class APGD(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
     ) -> Tensor:
         loss_fn = _LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
-        best = self._run(model, x, y, self.threat, loss_fn, generator)
-        for _ in range(self.restarts - 1):
-            todo = (~best.fooled).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            result = self._run(
-                model, x[todo], y[todo], self.threat.select(todo), loss_fn, generator
-            )
-            best.merge(todo, result)
-        return best.x
+        return _with_restarts(
+            self.restarts,
+            x,
+            self.threat,
+            lambda idx, threat: self._run(model, *_take(idx, x, y), threat, loss_fn, generator),
+        )
 
     def _run(
         self,

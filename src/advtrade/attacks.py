@@ -121,6 +121,29 @@ class _Best:
         return _Best(self.x[keep], self.fooled[keep], self.loss[keep])
 
 
+def _with_restarts(
+    restarts: int,
+    x: Tensor,
+    threat: ThreatModel,
+    run: Callable[[Tensor | None, ThreatModel], _Best],
+) -> Tensor:
+    """Run ``run(index, threat)`` ``restarts`` times, each later run only on the examples no
+    earlier run fooled (``index=None``: the whole batch, uncopied), and return each example's
+    worst case."""
+    best = run(None, threat)
+    for _ in range(restarts - 1):
+        todo = (~best.fooled).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        best.merge(todo, run(todo, threat.select(todo)))
+    return best.x
+
+
+def _take(index: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """The rows ``index`` of each tensor (the tensors themselves for ``None``)."""
+    return tensors if index is None else tuple(t[index] for t in tensors)
+
+
 def _check_iterative(attack: Attack) -> None:
     """The checks every iterative attack shares: a threat model, whole steps and restarts >= 1,
     and a known model mode."""
@@ -214,19 +237,12 @@ class PGD(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
     ) -> Tensor:
         loss_fn: Callable[[Tensor, Tensor], Tensor] = self.loss or cross_entropy
-        best: _Best | None = None
-        for _ in range(self.restarts):
-            if best is None:
-                best = self._run(model, x, y, self.threat, loss_fn, generator)
-                continue
-            todo = (~best.fooled).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            threat = self.threat.select(todo)
-            result = self._run(model, x[todo], y[todo], threat, loss_fn, generator)
-            best.merge(todo, result)
-        assert best is not None
-        return best.x
+        return _with_restarts(
+            self.restarts,
+            x,
+            self.threat,
+            lambda idx, threat: self._run(model, *_take(idx, x, y), threat, loss_fn, generator),
+        )
 
     def _run(
         self,
