@@ -30,8 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from training import small_cnn  # benchmarks/training.py, beside this script
 
 from advtrade import PGD, LinfBall
 from advtrade.callbacks import Callback
@@ -39,18 +39,6 @@ from advtrade.datasets import load_dataset
 from advtrade.distributed import all_reduce, distributed_loader, init_distributed
 from advtrade.objectives import AdversarialTraining
 from advtrade.training import RobustTrainer
-
-
-def small_cnn(in_ch: int, side: int, num_classes: int) -> nn.Module:
-    """Two convolutions and a linear head (as in benchmarks/training.py)."""
-    return nn.Sequential(
-        nn.Conv2d(in_ch, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, stride=2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * ((side + 1) // 2) ** 2, num_classes),
-    )
 
 
 def _free_port() -> int:

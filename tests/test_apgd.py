@@ -14,6 +14,8 @@ from advtrade.attacks import PGD
 from advtrade.losses import dlr_loss
 from advtrade.threats import L2Ball, LinfBall
 
+from .conftest import train_standard
+
 
 class Counting(nn.Module):
     """Counts the rows the wrapped model is run on (a deterministic proxy for time)."""
@@ -44,14 +46,8 @@ def trained(digits) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     split = digits
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train, _ = split.loaders(64, seed=0)
-    for _ in range(8):
-        for x, y in train:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    return model.eval(), split.x_test, split.y_test
+    train_standard(model, split.x_train, split.y_train, epochs=8)
+    return model, split.x_test, split.y_test
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

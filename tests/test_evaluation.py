@@ -21,6 +21,8 @@ from advtrade.evaluation import (
 )
 from advtrade.threats import L2Ball, LinfBall
 
+from .conftest import train_standard
+
 
 class Counting(nn.Module):
     """Counts the rows the wrapped model is run on (a deterministic proxy for time)."""
@@ -42,14 +44,8 @@ def trained(digits) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     model = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10)
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train, _ = split.loaders(64, seed=0)
-    for _ in range(8):
-        for x, y in train:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    return model.eval(), split.x_test, split.y_test
+    train_standard(model, split.x_train, split.y_train, epochs=8)
+    return model, split.x_test, split.y_test
 
 
 def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> DataLoader:
