@@ -16,10 +16,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ._outputs import as_class_index, as_logits
 from .attacks import Attack, _Best, _check_iterative, _fooled, _take, _with_restarts
 from .guard import ModelMode
 from .losses import Loss, cross_entropy, dlr_loss
-from .models import as_class_index, as_logits
 from .threats import Eps, ThreatModel
 
 __all__ = ["APGD"]

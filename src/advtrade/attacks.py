@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
+from ._outputs import as_class_index, as_logits, check_label_range, check_labels
 from .guard import ModelMode, model_guard
 from .losses import Loss, cross_entropy, margin_loss
-from .models import as_class_index, as_logits, check_label_range, check_labels
 from .threats import Eps, ThreatModel
 
 __all__ = ["FGSM", "PGD", "Attack", "WorstOf"]

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ._outputs import as_class_index, as_logits, check_labels
 from .attacks import FGSM, PGD
 from .evaluation import evaluate
 from .guard import model_guard
 from .losses import margin_loss
-from .models import as_class_index, as_logits, check_labels
 from .threats import ThreatModel
 
 __all__ = ["Finding", "GradientMaskingWarning", "check_gradient_masking"]

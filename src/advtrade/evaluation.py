@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._outputs import as_class_index, as_logits, check_label_range, check_labels
 from .attacks import Attack
 from .guard import model_guard
-from .models import as_class_index, as_logits, check_label_range, check_labels
 
 __all__ = [
     "WORST_OF",

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ._outputs import as_class_index, as_logits
 from .attacks import FGSM, PGD
 from .callbacks import Callback, Record
 from .checkpoint import loader_generators
 from .guard import model_guard, unwrap_model
 from .losses import cross_entropy
-from .models import as_class_index, as_logits
 from .objectives import StepContext, StepOutput
 from .threats import ThreatModel
 

@@ -22,10 +22,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ._outputs import as_class_index, as_logits
 from .attacks import Attack
 from .guard import ModelMode, model_guard
 from .losses import cross_entropy, trades_kl
-from .models import as_class_index, as_logits
 
 __all__ = [
     "TRADES",

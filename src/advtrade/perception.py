@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._outputs import as_logits, check_label_range, check_labels
 from .attacks import PGD
 from .guard import ModelMode, model_guard
 from .losses import Loss, cross_entropy
-from .models import as_logits, check_label_range, check_labels
 from .threats import L2Ball, ThreatModel
 
 __all__ = [

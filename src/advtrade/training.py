@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
+from ._outputs import as_class_index, as_logits, check_labels
 from .attacks import Attack
 from .callbacks import Callback, EpsilonSchedule, History, Record, make_progress
 from .checkpoint import (
@@ -33,7 +34,6 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .guard import ModelMode
-from .models import as_class_index, as_logits, check_labels
 from .objectives import NonFiniteLossError, StepOutput, TrainContext
 
 if TYPE_CHECKING:
