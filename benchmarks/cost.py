@@ -36,9 +36,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from advtrade import PGD, LinfBall, ThreatModel, TsiprasDistribution
 from advtrade.datasets import load_digits
 from advtrade.evaluation import evaluate
-from advtrade.fast_training import FastAdversarialTraining, FreeAdversarialTraining
-from advtrade.objectives import TRADES, AdversarialTraining, Standard
-from advtrade.training import RobustTrainer
+from advtrade.training import (
+    TRADES,
+    AdversarialTraining,
+    FastAdversarialTraining,
+    FreeAdversarialTraining,
+    RobustTrainer,
+    Standard,
+)
 
 Scores = Callable[[nn.Module], tuple[float, float]]  # model -> (clean, robust) accuracy
 

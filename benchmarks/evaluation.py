@@ -18,8 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from advtrade.apgd import APGD
-from advtrade.attacks import PGD
+from advtrade.attacks import APGD, PGD
 from advtrade.datasets import load_digits
 from advtrade.evaluation import robust_accuracy_curve
 from advtrade.threats import L2Ball, LinfBall

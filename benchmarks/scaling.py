@@ -34,11 +34,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from training import small_cnn  # benchmarks/training.py, beside this script
 
 from advtrade import PGD, LinfBall
-from advtrade.callbacks import Callback
 from advtrade.datasets import load_dataset
 from advtrade.distributed import all_reduce, distributed_loader, init_distributed
-from advtrade.objectives import AdversarialTraining
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, Callback, RobustTrainer
 
 
 def _free_port() -> int:

@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader
 
 from advtrade import PGD, LinfBall
 from advtrade.datasets import load_dataset
-from advtrade.objectives import TRADES, AdversarialTraining, Standard
-from advtrade.training import RobustTrainer
+from advtrade.training import TRADES, AdversarialTraining, RobustTrainer, Standard
 
 
 def small_cnn(in_ch: int, side: int, num_classes: int) -> nn.Module:

@@ -27,7 +27,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from advtrade import PGD, LinfBall
-from advtrade.callbacks import linear_warmup
 from advtrade.datasets import load_digits
 from advtrade.distributed import (
     distributed_loader,
@@ -36,8 +35,7 @@ from advtrade.distributed import (
     is_main_process,
     shard_loader,
 )
-from advtrade.objectives import AdversarialTraining
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, LinearWarmup, RobustTrainer
 
 
 def make_model() -> nn.Module:
@@ -82,7 +80,7 @@ def main() -> None:
         "scheduler": scheduler,
         "ddp": True,  # wrap in DistributedDataParallel
         "amp": device.type == "cuda",
-        "eps_schedule": linear_warmup(args.eps, 2),
+        "eps_schedule": LinearWarmup(args.eps, 2),
         "progress": "plain",  # shown on rank 0 only
     }
     if args.resume:

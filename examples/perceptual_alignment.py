@@ -32,15 +32,9 @@ from torch import nn
 import advtrade as at
 from advtrade.datasets import Split, load_digits, load_mnist_subset
 from advtrade.evaluation import evaluate
-from advtrade.objectives import AdversarialTraining, Standard
-from advtrade.perception import (
-    alignment_score,
-    large_eps_threat,
-    perception_panel,
-    shifted_targets,
-)
+from advtrade.perception import alignment_score, large_eps_threat, perception_panel, shifted_targets
 from advtrade.plotting import save_perception_figure
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, RobustTrainer, Standard
 
 # Per dataset: robust training budget (ℓ2), learning rate, epochs (standard, robust) normal and
 # --quick. The standard model trains longer (it is cheap): an under-trained standard model is

@@ -18,10 +18,8 @@ import torch
 from torch import nn
 
 from advtrade import PGD, LinfBall
-from advtrade.callbacks import linear_warmup
 from advtrade.datasets import load_digits
-from advtrade.objectives import AdversarialTraining
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, LinearWarmup, RobustTrainer
 
 
 class MyNet(nn.Module):
@@ -64,7 +62,7 @@ def main() -> None:
     attack = PGD(LinfBall(eps), steps=5)  # advtrade
     objective = AdversarialTraining(attack)  # advtrade
     trainer = RobustTrainer(  # advtrade
-        model, optimizer, objective, scheduler=scheduler, eps_schedule=linear_warmup(eps, 3)
+        model, optimizer, objective, scheduler=scheduler, eps_schedule=LinearWarmup(eps, 3)
     )
     history = trainer.fit(train_loader, epochs, test_loader, checkpoint_dir=ckpt_dir)  # advtrade
     strong = {"clean": None, "pgd-20": PGD(LinfBall(eps), steps=20, restarts=2)}

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advtrade.apgd import APGD
-from advtrade.attacks import PGD
+from advtrade.attacks import APGD, PGD
 from advtrade.losses import dlr_loss
 from advtrade.threats import L2Ball, LinfBall
 
@@ -110,7 +109,7 @@ def test_cost_is_steps_forward_backward_passes(trained) -> None:
     model, x, y = trained
     counting = Counting(model)
     APGD(LinfBall(0.1), steps=15)(counting, x, y)
-    assert counting.calls == 1 + 15 + 1  # the input check's probe, 15 with gradient, 1 without
+    assert counting.calls == 15 + 1  # 15 with gradient, 1 without (no separate probe)
 
 
 def test_early_stop_same_outcome_fewer_passes(trained) -> None:

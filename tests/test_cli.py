@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import advtrade
-from advtrade import cli
 from advtrade.experiments import FORMAT
+from advtrade.experiments import _cli as cli
 
 needs_digits = pytest.mark.skipif(
     importlib.util.find_spec("sklearn") is None, reason="the digits need scikit-learn"
@@ -205,7 +205,7 @@ def test_foreign_folder_is_never_replaced(
 
 @needs_digits
 def test_failed_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import advtrade.experiments_tradeoff as tradeoff
+    import advtrade.experiments._tradeoff as tradeoff
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from advtrade.diagnostics import Finding, GradientMaskingWarning, check_gradient_masking
+from advtrade.evaluation import Finding, GradientMaskingWarning, check_gradient_masking
 from advtrade.threats import L2Ball, LinfBall
 
 

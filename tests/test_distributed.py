@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from advtrade import FGSM, PGD, TRADES, AdversarialTraining, L2Ball, LinfBall, evaluate
-from advtrade.checkpoint import read_checkpoint
 from advtrade.distributed import (
     ShardSampler,
     all_gather_object,
@@ -45,8 +44,7 @@ from advtrade.distributed import (
     shard_loader,
     wrap_ddp,
 )
-from advtrade.objectives import TrainContext
-from advtrade.training import RobustTrainer
+from advtrade.training import RobustTrainer, TrainContext, read_checkpoint
 
 WORLD = 2
 EVAL_ATTACK = PGD(LinfBall(0.1), steps=3, random_start=False)  # deterministic: exact comparisons

@@ -90,6 +90,7 @@ def test_no_run_marker_is_rare() -> None:
 
 
 def _modules() -> list[str]:
+    """advtrade and its public top-level modules and subpackages (what the reference covers)."""
     names = ["advtrade"]
     for info in pkgutil.iter_modules(advtrade.__path__, "advtrade."):
         if not info.name.rsplit(".", 1)[1].startswith("_"):
@@ -97,10 +98,20 @@ def _modules() -> list[str]:
     return names
 
 
-NEEDS = {"advtrade.datasets": "sklearn"}  # doctests that load an optional dataset
+def _all_modules() -> list[str]:
+    """Every module of the package, private implementation modules included (their docstrings
+    hold the examples of the names the subpackages export)."""
+    names = ["advtrade"]
+    for info in pkgutil.walk_packages(advtrade.__path__, "advtrade."):
+        if not info.name.endswith("__main__"):
+            names.append(info.name)
+    return names
 
 
-@pytest.mark.parametrize("name", _modules())
+NEEDS = {"advtrade.datasets._bundled": "sklearn", "advtrade.datasets._split": "sklearn"}
+
+
+@pytest.mark.parametrize("name", _all_modules())
 def test_doctests(name: str) -> None:
     if name in NEEDS:
         pytest.importorskip(NEEDS[name])
@@ -118,8 +129,13 @@ def test_doctests(name: str) -> None:
 def test_the_finished_modules_have_doctest_examples() -> None:
     """The core modules carry runnable examples (the promise of the docstrings)."""
     for name in ("attacks", "threats", "losses", "synthetic", "evaluation"):
-        module = importlib.import_module(f"advtrade.{name}")
-        found = doctest.DocTestFinder().find(module, module.__name__)
+        root = f"advtrade.{name}"
+        modules = [m for m in _all_modules() if m == root or m.startswith(root + ".")]
+        found = [
+            t
+            for m in modules
+            for t in doctest.DocTestFinder().find(importlib.import_module(m), m)
+        ]
         assert any(t.examples for t in found), f"advtrade.{name} has no doctest examples"
 
 
@@ -209,7 +225,7 @@ def test_site_builds_strict_with_every_public_name(tmp_path: Path) -> None:
 def test_version_is_the_same_everywhere() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     declared = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
-    assert declared and advtrade.__version__ == declared.group(1) == "0.1.0"
+    assert declared and advtrade.__version__ == declared.group(1) == "0.2.0"
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     first = re.search(r"^## \[?(\d+\.\d+\.\d+)", changelog, re.MULTILINE)
     assert first and first.group(1) == advtrade.__version__, "CHANGELOG's top entry"

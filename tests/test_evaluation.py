@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from advtrade.apgd import APGD
-from advtrade.attacks import FGSM, PGD, WorstOf
+from advtrade.attacks import APGD, FGSM, PGD, WorstOf
 from advtrade.evaluation import (
     WORST_OF,
     EvaluationReport,
@@ -79,8 +78,8 @@ def test_counts_match_a_hand_written_loop(trained) -> None:
         expected[WORST_OF] += int(survived.sum())
     assert report.counts == expected
     assert list(report.counts) == ["clean", "pgd", "fgsm", WORST_OF]
-    assert report.n == len(y) and report.clean == expected["clean"]
-    assert report.worst == expected[WORST_OF]
+    assert report.n == len(y) and report.counts["clean"] == expected["clean"]
+    assert report.counts[WORST_OF] == expected[WORST_OF]
     assert report["pgd"] == pytest.approx(expected["pgd"] / len(y))
 
 
@@ -93,7 +92,8 @@ def test_worst_of_is_per_example_and_below_every_attack(trained) -> None:
     for name in ("pgd", "fgsm"):
         assert bool((rows[WORST_OF] <= rows[name]).all())
         assert bool((rows[name] <= rows["clean"]).all())  # misclassified clean = not robust
-    assert report.worst <= min(report.counts["pgd"], report.counts["fgsm"]) < report.clean
+    assert report.counts[WORST_OF] <= min(report.counts["pgd"], report.counts["fgsm"])
+    assert min(report.counts["pgd"], report.counts["fgsm"]) < report.counts["clean"]
 
 
 def test_report_table_dict_and_json_round_trip(trained) -> None:
@@ -123,11 +123,11 @@ def test_reports_of_shards_add_up(trained) -> None:
 def test_clean_only_renamed_clean_and_max_batches(trained) -> None:
     model, x, y = trained
     plain = evaluate(model, loader(x, y))
-    assert list(plain.counts) == ["clean"] and plain.worst == plain.clean
+    assert list(plain.counts) == ["clean"] and plain.robust_accuracy == plain.clean_accuracy
     named = evaluate(model, loader(x, y), {"natural": None, "fgsm": FGSM(LinfBall(0.1))})
     assert list(named.counts) == ["natural", "fgsm", WORST_OF]
-    assert named.clean == named.counts["natural"] == plain.clean
-    assert named.counts["fgsm"] == named.worst
+    assert named.clean_name == "natural" and named.counts["natural"] == plain.counts["clean"]
+    assert named.counts["fgsm"] == named.counts[WORST_OF]
     assert evaluate(model, loader(x, y), max_batches=2, device="cpu").n == 128
 
 
@@ -144,7 +144,7 @@ def test_per_example_budgets_and_skipped_examples_are_not_attacked(trained) -> N
     correct = report.per_example["clean"]
     FGSM(LinfBall(0.1))(counting, x[correct], y[correct])
     # one clean pass, the attack on the correct examples only, their adversarial check
-    assert evaluated == len(y) + counting.rows + report.clean
+    assert evaluated == len(y) + counting.rows + report.counts["clean"]
 
 
 def test_errors() -> None:
@@ -202,7 +202,7 @@ def test_curve_matches_one_pgd_per_eps(trained, norm) -> None:
     full = [evaluate(model, (x, y), {"p": pgd.with_eps(e)}, generator=g)["p"] for e in epsilons]
     assert curve.epsilons == tuple(epsilons) and curve.n == len(y)
     assert all(b <= a for a, b in zip(curve.counts, curve.counts[1:]))  # non-increasing
-    assert curve.counts[0] <= curve.clean
+    assert curve.counts[0] <= curve.clean_count
     for ours, reference in zip(curve.accuracies, full):
         assert abs(ours - reference) <= 0.02
     assert curve.rounds <= 4  # ⌈log2(8 + 1)⌉
@@ -240,7 +240,7 @@ def test_curve_is_exact_for_a_linear_model() -> None:
     attack = PGD(L2Ball(1.0, domain=None), steps=10, random_start=False)
     curve = robust_accuracy_curve(model, (x, y), attack, epsilons, generator=g)
     expected = [int((radius > e).sum()) if e > 0 else 360 for e in epsilons]
-    assert curve.clean == 360
+    assert curve.clean_count == 360
     assert curve.counts == tuple(expected)
     assert curve.levels is not None and curve.levels.shape == (400,)
 
@@ -249,14 +249,18 @@ def test_curve_with_apgd_report_and_errors(trained) -> None:
     model, x, y = trained
     curve = robust_accuracy_curve(model, (x, y), APGD(LinfBall(0.1), steps=10), [0.2, 0.0, 0.1])
     assert curve.epsilons == (0.0, 0.1, 0.2)  # sorted
-    assert curve.counts[0] == curve.clean  # ε = 0 is clean accuracy
+    assert curve.counts[0] == curve.clean_count  # ε = 0 is clean accuracy
     assert RobustAccuracyCurve.from_json(curve.to_json()) == curve
     assert "eps=0.1" in str(curve) and "LinfBall" in str(curve)
     fgsm = robust_accuracy_curve(model, (x, y), FGSM(LinfBall(0.1)), [0.05, 0.1])
-    assert fgsm.counts[1] <= fgsm.counts[0] <= fgsm.clean
+    assert fgsm.counts[1] <= fgsm.counts[0] <= fgsm.clean_count
     with pytest.raises(ValueError, match="epsilons"):
         robust_accuracy_curve(model, (x, y), PGD(LinfBall(0.1)), [])
     with pytest.raises(ValueError, match="epsilons"):
         robust_accuracy_curve(model, (x, y), PGD(LinfBall(0.1)), [0.1, -0.1])
-    with pytest.raises(TypeError, match="with_eps"):
-        robust_accuracy_curve(model, (x, y), WorstOf([FGSM(LinfBall(0.1))]), [0.1])
+    union = WorstOf([FGSM(LinfBall(0.1)), FGSM(L2Ball(0.5))])  # no single threat model
+    with pytest.raises(TypeError, match="single threat model"):
+        robust_accuracy_curve(model, (x, y), union, [0.1])
+    # a WorstOf of one norm has one threat model, so the curve searches over its ε
+    both = robust_accuracy_curve(model, (x, y), WorstOf([FGSM(LinfBall(0.1))]), [0.05, 0.1])
+    assert both.counts == fgsm.counts

@@ -14,19 +14,23 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from advtrade import PGD, L2Ball, LinfBall, linear_warmup
-from advtrade.callbacks import Callback
+from advtrade import PGD, L2Ball, LinfBall
 from advtrade.evaluation import evaluate
-from advtrade.fast_training import (
+from advtrade.synthetic import TsiprasDistribution
+from advtrade.threats import ThreatModel
+from advtrade.training import (
+    AdversarialTraining,
+    Callback,
     CatastrophicOverfittingGuard,
     CatastrophicOverfittingWarning,
     FastAdversarialTraining,
     FreeAdversarialTraining,
+    LinearWarmup,
+    Objective,
+    RobustTrainer,
+    Standard,
+    TrainContext,
 )
-from advtrade.objectives import AdversarialTraining, Objective, Standard, TrainContext
-from advtrade.synthetic import TsiprasDistribution
-from advtrade.threats import ThreatModel
-from advtrade.training import RobustTrainer
 
 from .conftest import SmallCNN
 
@@ -128,7 +132,7 @@ def test_fast_perturbation_is_projected_onto_ball_and_domain(random_start, sched
     x = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 10, (64,))
     objective = FastAdversarialTraining(LinfBall(0.2), random_start=random_start)
-    x_adv = objective.perturb(x, y, _ctx(_tiny(), scheduled))
+    x_adv = _ctx(_tiny(), scheduled).perturb(objective.attack, x, y)
     eps = scheduled or 0.2
     delta = (x_adv - x).abs()
     assert float(delta.max()) <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
@@ -137,7 +141,7 @@ def test_fast_perturbation_is_projected_onto_ball_and_domain(random_start, sched
     if random_start:  # from u ~ U[-ε, ε], +1.25ε clips to ε on about 5/8 of the coordinates
         share = float((delta[inside] > eps - 1e-6).float().mean())
         assert 0.5 < share < 0.75
-    l2 = FastAdversarialTraining(L2Ball(0.5)).perturb(x, y, _ctx(_tiny()))
+    l2 = _ctx(_tiny()).perturb(FastAdversarialTraining(L2Ball(0.5)).attack, x, y)
     norms = (l2 - x).flatten(1).norm(dim=1)
     assert float(norms.max()) <= 0.5 + 1e-5 and l2.min() >= 0 and l2.max() <= 1
 
@@ -218,9 +222,8 @@ class Counting(nn.Module):
         (Standard(), 1, 1, 1),
         (FastAdversarialTraining(LinfBall(0.1)), 2, 2, 2),
         (FreeAdversarialTraining(LinfBall(0.1), replays=3), 3, 3, 3),
-        # PGD-K: K attack steps + 1 update with gradients; its label probe and the scoring of
-        # its last iterate are two more forwards without gradients
-        (AdversarialTraining(PGD(LinfBall(0.1), steps=4)), 4 + 3, 4 + 1, 4 + 1),
+        # PGD-K trains on its last iterate: exactly K attack steps + 1 update
+        (AdversarialTraining(PGD(LinfBall(0.1), steps=4)), 4 + 1, 4 + 1, 4 + 1),
     ],
     ids=["standard", "fast", "free", "pgd"],
 )
@@ -230,7 +233,7 @@ def test_passes_per_batch(objective, forwards: int, grad_forwards: int, backward
     _fit(model, objective, loader, 1)
     n = len(loader)
     assert (model.forwards, model.grad_forwards, model.backwards) == (
-        forwards * n,
+        forwards * n + 1,  # + the trainer's one-off probe for the number of classes
         grad_forwards * n,
         backwards * n,
     )
@@ -269,6 +272,7 @@ def test_updates_in_train_mode_and_optimizer_settings_untouched(name: str) -> No
         settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         spy.calls.clear()
         _fit(model, objective, _loader(64), 2, optimizer=opt)
+        assert spy.calls.pop(0) == ("other", False)  # the trainer's one-off class probe
         after = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         assert after == settings
         updates = [mode for phase, mode in spy.calls if phase == "update"]
@@ -280,14 +284,15 @@ def test_updates_in_train_mode_and_optimizer_settings_untouched(name: str) -> No
 
 
 def test_eps_schedule_scales_eps_and_step() -> None:
-    """Under linear_warmup the perturbations of each epoch stay within that epoch's ε."""
+    """Under LinearWarmup the perturbations of each epoch stay within that epoch's ε."""
     seen: dict[str, list[tuple[float, float]]] = {"fast": [], "free": []}
 
     class Fast(FastAdversarialTraining):
-        def perturb(self, x, y, ctx):  # type: ignore[no-untyped-def]
-            out = super().perturb(x, y, ctx)
-            seen["fast"].append((ctx.eps, float((out - x).abs().max())))
-            return out
+        def loss(self, model, x, y, ctx):  # type: ignore[no-untyped-def]
+            x_adv = ctx.perturb(self.attack, x, y)
+            seen["fast"].append((ctx.eps, float((x_adv - x).abs().max())))
+            logits = model(x_adv)
+            return nn.functional.cross_entropy(logits, y), None, logits
 
     class Free(_Recording):
         def perturbation_step(self, x, delta, grad, threat, alpha):  # type: ignore[no-untyped-def]
@@ -297,7 +302,7 @@ def test_eps_schedule_scales_eps_and_step() -> None:
 
     for key, objective in (("fast", Fast(LinfBall(0.2))), ("free", Free(LinfBall(0.2)))):
         torch.manual_seed(0)
-        _, hist = _fit(SmallCNN(), objective, _loader(64), 2, eps_schedule=linear_warmup(0.2, 2))
+        _, hist = _fit(SmallCNN(), objective, _loader(64), 2, eps_schedule=LinearWarmup(0.2, 2))
         assert hist.column("eps") == [0.1, 0.2]
         assert {round(e, 6) for e, _ in seen[key]} == {0.1, 0.2}
         assert all(m <= e + 1e-6 for e, m in seen[key])
@@ -416,8 +421,9 @@ def test_guard_is_quiet_on_a_healthy_run_and_changes_nothing(digits) -> None:
 def test_protocol_attack_and_validation() -> None:
     fast, free = FastAdversarialTraining(LinfBall(0.2)), FreeAdversarialTraining(LinfBall(0.2), 3)
     assert isinstance(fast, Objective) and isinstance(free, Objective)
-    assert fast.attack.step_size == pytest.approx(0.25) and fast.attack.random_start
-    assert free.attack.step_size == pytest.approx(0.2) and free.attack.steps == 3
+    x = torch.rand(2, 3)
+    assert fast.attack._alpha(fast.threat, x) == pytest.approx(0.25) and fast.attack.random_start
+    assert free.attack._alpha(free.threat, x) == pytest.approx(0.2) and free.attack.steps == 3
     assert free.epochs_for(10) == 4 and free.epochs_for(1) == 1
     with pytest.raises(TypeError, match="threat"):
         FastAdversarialTraining(PGD(LinfBall(0.1)))  # type: ignore[arg-type]

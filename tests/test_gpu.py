@@ -28,8 +28,7 @@ from advtrade.distributed import (
     init_distributed,
     shard_loader,
 )
-from advtrade.objectives import AdversarialTraining
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, RobustTrainer
 
 DEVICE = torch.device(os.environ.get("ADVTRADE_TEST_DEVICE", "cuda"))
 HAS_DEVICE = DEVICE.type != "cuda" or torch.cuda.is_available()

@@ -158,7 +158,7 @@ def test_input_gradients_custom_loss_and_flat_inputs():
     torch.manual_seed(0)
     model = nn.Linear(5, 3)
     x, y = torch.rand(4, 5), torch.tensor([0, 1, 2, 0])
-    g = input_gradients(model, x, y, loss=at.margin_loss)
+    g = input_gradients(model, x, y, loss=at.losses.margin_loss)
     w = model.weight.detach()
     other = model(x).detach().masked_fill(nn.functional.one_hot(y, 3).bool(), -1e9).argmax(1)
     torch.testing.assert_close(g, w[other] - w[y])  # ∇(z_other − z_y) of a linear model

@@ -12,12 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader
 
-from advtrade.synthetic import (
-    LinearClassifier,
-    SyntheticStream,
-    TsiprasDistribution,
-    theorem_2_1_bound,
-)
+from advtrade.synthetic import LinearClassifier, SyntheticStream, TsiprasDistribution
+from advtrade.synthetic._theory import theorem_2_1_bound
 from advtrade.threats import L2Ball, LinfBall
 
 
@@ -343,7 +339,7 @@ def test_symmetric_reduction_agrees_with_full_lbfgs(threat, lam):
 
 
 def test_reduced_objective_matches_hinge_loss():
-    from advtrade.synthetic_theory import symmetric_objective
+    from advtrade.synthetic._svm import symmetric_objective
 
     dist = TsiprasDistribution(50, 0.85, 0.3)
     for threat, q in ((None, 1.0), (LinfBall(0.2), 1.0), (L2Ball(0.7), 2.0)):
@@ -450,7 +446,7 @@ def test_streaming_dataset_is_reproducible_per_epoch_worker_and_rank():
         ({"d": 5, "p": 1.0}, ValueError, "p must"),
         ({"d": 5, "p": 0.4}, ValueError, "p must"),
         ({"d": 5, "p": float("nan")}, ValueError, "p must"),
-        ({"d": 5, "p": "0.9"}, TypeError, "p must be a real"),
+        ({"d": 5, "p": "0.9"}, TypeError, "p must be a number"),
         ({"d": 5, "p": 0.9, "eta": -0.1}, ValueError, "eta must"),
         ({"d": 5, "p": 0.9, "eta": math.inf}, ValueError, "eta must"),
     ],

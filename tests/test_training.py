@@ -16,19 +16,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advtrade import FGSM, PGD, L2Ball, LinfBall, WorstOf
-from advtrade.callbacks import Callback, History, PlainProgress, linear_warmup, make_progress
 from advtrade.losses import trades_kl
-from advtrade.objectives import (
+from advtrade.training import (
     TRADES,
     AdversarialTraining,
+    Callback,
+    History,
+    LinearWarmup,
     LossObjective,
     Objective,
+    PlainProgress,
+    RobustTrainer,
     Standard,
     StepOutput,
     TrainContext,
-    configure_attack,
 )
-from advtrade.training import RobustTrainer
+from advtrade.training._callbacks import make_progress
+from advtrade.training._context import configure_attack
 
 from .conftest import SmallCNN
 
@@ -90,7 +94,7 @@ def test_custom_replay_objective_uses_ctx_optimize_several_times() -> None:
     """A 'free'-style objective: m optimizer steps per batch, each backward reused for the
     perturbation through ``ctx.optimize(loss, wrt=(delta,))``."""
 
-    class Replay:
+    class Replay(Objective):
         def __init__(self, m: int, eps: float) -> None:
             self.m, self.eps = m, eps
             self.grads: list[Tensor] = []
@@ -112,7 +116,6 @@ def test_custom_replay_objective_uses_ctx_optimize_several_times() -> None:
     torch.manual_seed(0)
     model = SmallCNN()
     objective = Replay(3, 0.1)
-    assert isinstance(objective, Objective)
     loader = _loader(64, 32)
     hist = _trainer(model, objective).fit(loader, 1)
     assert objective.steps == 3 * len(loader)
@@ -158,6 +161,8 @@ def test_weight_updates_run_in_training_mode_and_attacks_in_attack_mode(attack_m
 
     trainer.evaluate = marked_evaluate  # type: ignore[method-assign]
     trainer.fit(_loader(64), 3, _loader(32, seed=1))
+    # the one-off probe for the number of classes (label checks): eval mode, no gradients
+    assert spy.calls.pop(0) == ("nograd", False)
     updates = [mode for phase, mode in spy.calls if phase == "update"]
     assert len(updates) == 3 * 2 and all(updates)
     phase, training, evaluation = "train", [], []
@@ -260,9 +265,9 @@ def test_trades_beta_zero_has_the_standard_gradient() -> None:
 
 # ------------------------------------------------------------------------ ε schedules
 def test_linear_warmup_values() -> None:
-    schedule = linear_warmup(0.3, 3)
+    schedule = LinearWarmup(0.3, 3)
     assert [schedule(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
-    assert linear_warmup(0.3, 2, start=0.1)(0) == pytest.approx(0.2)
+    assert LinearWarmup(0.3, 2, start=0.1)(0) == pytest.approx(0.2)
 
 
 @given(
@@ -274,7 +279,7 @@ def test_linear_warmup_is_monotone_bounded_and_reaches_eps(
     eps: float, frac: float, epochs: int
 ) -> None:
     start = eps * frac
-    schedule = linear_warmup(eps, epochs, start=start)
+    schedule = LinearWarmup(eps, epochs, start=start)
     values = [schedule(e) for e in range(epochs + 3)]
     assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))
     assert all(start - 1e-12 <= v <= eps + 1e-12 for v in values)
@@ -291,7 +296,7 @@ def test_eps_schedule_reaches_the_attack() -> None:
 
     torch.manual_seed(0)
     objective = Probe(PGD(LinfBall(0.3), steps=1, step_size=0.1))
-    hist = _trainer(SmallCNN(), objective, eps_schedule=linear_warmup(0.3, 3)).fit(
+    hist = _trainer(SmallCNN(), objective, eps_schedule=LinearWarmup(0.3, 3)).fit(
         _loader(64), 4, _loader(32, seed=1)
     )
     assert hist.column("eps") == pytest.approx([0.1, 0.2, 0.3, 0.3])

@@ -11,9 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from advtrade import FGSM, PGD, LinfBall
 from advtrade.evaluation import evaluate
-from advtrade.objectives import AdversarialTraining, Standard
 from advtrade.synthetic import TsiprasDistribution
-from advtrade.training import RobustTrainer
+from advtrade.training import AdversarialTraining, RobustTrainer, Standard
 
 from .conftest import SmallCNN
 

@@ -1,8 +1,8 @@
-"""``python -m advtrade``: the same as the ``advtrade`` command (see :mod:`advtrade.cli`)."""
+"""``python -m advtrade``: the same as the ``advtrade`` command (:mod:`advtrade.experiments`)."""
 
 from __future__ import annotations
 
-from .cli import main
+from .experiments import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

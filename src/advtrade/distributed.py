@@ -46,7 +46,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator, Sequence, Sized
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -54,8 +54,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-if TYPE_CHECKING:
-    from .evaluation import EvaluationReport
+from .evaluation import EvaluationReport
 
 __all__ = [
     "ShardSampler",

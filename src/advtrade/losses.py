@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Loss", "cross_entropy", "dlr_loss", "margin_loss", "trades_kl"]
+__all__ = [
+    "Loss",
+    "cross_entropy",
+    "dlr_loss",
+    "margin_loss",
+    "targeted_dlr_loss",
+    "trades_kl",
+]
 
 
 class Loss(Protocol):
@@ -27,7 +34,7 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from advtrade import cross_entropy
+        >>> from advtrade.losses import cross_entropy
         >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
         >>> cross_entropy(logits, torch.tensor([0, 0]))
         tensor([0.4076, 3.1698])
@@ -49,7 +56,7 @@ def margin_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from advtrade import margin_loss
+        >>> from advtrade.losses import margin_loss
         >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
         >>> margin_loss(logits, torch.tensor([0, 0]))  # the second example is misclassified
         tensor([-1.,  3.])
@@ -65,7 +72,7 @@ def dlr_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from advtrade import dlr_loss
+        >>> from advtrade.losses import dlr_loss
         >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
         >>> dlr_loss(logits, torch.tensor([0, 0]))
         tensor([-0.5000,  1.0000])
@@ -79,6 +86,29 @@ def dlr_loss(logits: Tensor, target: Tensor) -> Tensor:
     return (other - true) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
+def targeted_dlr_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR loss of Croce & Hein (2020), what APGD-T maximises:
+    ``(z_t − z_y) / (z_π1 − (z_π3 + z_π4)/2)``, with ``target`` a (B, 2) tensor of
+    ``[true class y, target class t]`` rows. Positive once t beats y; invariant to shifting and
+    rescaling the logits. Needs at least four classes.
+
+    Examples:
+        >>> import torch
+        >>> from advtrade.losses import targeted_dlr_loss
+        >>> logits = torch.tensor([[4.0, 3.0, 1.0, 0.0]])
+        >>> targeted_dlr_loss(logits, torch.tensor([[0, 1]]))  # (3 − 4) / (4 − (1 + 0)/2)
+        tensor([-0.2857])
+    """
+    if logits.shape[1] < 4:
+        raise ValueError(
+            f"targeted_dlr_loss needs at least 4 classes, the model outputs {logits.shape[1]}"
+        )
+    true = logits.gather(1, target[:, :1]).squeeze(1)
+    goal = logits.gather(1, target[:, 1:]).squeeze(1)
+    top = logits.topk(4, dim=1).values
+    return (goal - true) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 def trades_kl(logits: Tensor, target: Tensor) -> Tensor:
     """TRADES' per-example KL(p_clean ‖ p_adv) where ``target`` holds the clean logits (B, C).
 
@@ -87,7 +117,7 @@ def trades_kl(logits: Tensor, target: Tensor) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from advtrade import trades_kl
+        >>> from advtrade.losses import trades_kl
         >>> clean = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
         >>> trades_kl(clean, clean)  # no change in the prediction: no penalty
         tensor([0., 0.])

@@ -17,6 +17,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ._validation import check_number
+
 __all__ = ["Domain", "Eps", "L2Ball", "LinfBall", "ThreatModel"]
 
 Eps = float | Tensor
@@ -43,10 +45,7 @@ def _check_eps(eps: Eps) -> Eps:
                 f"eps must be finite and >= 0 for every example; got {eps[bad][:3].tolist()}"
             )
         return eps.detach()
-    eps = float(eps)
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    return eps
+    return check_number("eps", eps, minimum=0.0)
 
 
 def _check_domain(domain: Domain) -> Domain:
@@ -133,7 +132,7 @@ class ThreatModel(ABC):
 
     def check_domain(self, x: Tensor, name: str = "x") -> None:
         """Raise ``ValueError`` if ``x`` lies outside the domain (a data or normalisation bug)."""
-        if self.domain is None:
+        if self.domain is None or x.numel() == 0:
             return
         low, high = self.domain
         lo, hi = torch.aminmax(x.detach())
@@ -171,7 +170,12 @@ class ThreatModel(ABC):
 
     @abstractmethod
     def ascent_direction(self, grad: Tensor) -> Tensor:
-        """The steepest-ascent direction of unit threat norm for a gradient (0 where it is 0)."""
+        """The steepest-ascent direction of unit threat norm for a gradient (0 where it is 0).
+
+        Always finite: NaN entries count as 0 and infinite ones as the largest finite value of
+        the dtype, so a model with an infinite input derivative (``sqrt`` at 0, a gamma curve)
+        is attacked along that coordinate instead of poisoning the step with NaN.
+        """
 
     @abstractmethod
     def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
@@ -218,7 +222,7 @@ class LinfBall(ThreatModel):
     dual_p: ClassVar[float] = 1.0
 
     def ascent_direction(self, grad: Tensor) -> Tensor:
-        return grad.sign()
+        return grad.sign().nan_to_num_(0.0)  # sign(±inf) = ±1 already
 
     def projector(self, x: Tensor) -> Callable[[Tensor], Tensor]:
         # ball ∩ box is a box: precompute its bounds once, then each projection is one clamp
@@ -258,6 +262,8 @@ class L2Ball(ThreatModel):
         >>> threat.ascent_direction(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))  # safe at zero
         tensor([[0.6000, 0.8000],
                 [0.0000, 0.0000]])
+        >>> threat.ascent_direction(torch.tensor([[float("inf"), 1.0]])).round(decimals=6)
+        tensor([[1., 0.]])
     """
 
     p: ClassVar[float] = 2.0
@@ -266,6 +272,8 @@ class L2Ball(ThreatModel):
     def ascent_direction(self, grad: Tensor) -> Tensor:
         # Rescale by the largest entry first so that tiny gradients neither underflow to a zero
         # norm nor get shrunk by an additive guard; an all-zero gradient stays zero (no NaN).
+        big = torch.finfo(grad.dtype).max
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=big, neginf=-big)
         shape = (-1,) + (1,) * (grad.ndim - 1)
         scale = grad.detach().flatten(1).abs().amax(dim=1).view(shape)
         g = grad / torch.where(scale > 0, scale, torch.ones_like(scale))
