@@ -285,7 +285,8 @@ def test_checkpoint_resumes_on_every_rank_bit_for_bit(two_process_run: dict[str,
         assert all(torch.equal(v, resumed["state"][k]) for k, v in full["state"].items())
         drop = [{k: v for k, v in r.items() if k != "time"} for r in full["history"]]
         assert drop == [{k: v for k, v in r.items() if k != "time"} for r in resumed["history"]]
-    assert sorted(p.name for p in (run["out"] / "ckpt").iterdir()) == ["last.pt"]
+    # rank 0 wrote last.pt and, as fit had an eval_loader, best.pt (no temporary files)
+    assert sorted(p.name for p in (run["out"] / "ckpt").iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_ddp_checkpoint_loads_single_process(two_process_run: dict[str, Any]) -> None:

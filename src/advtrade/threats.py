@@ -172,9 +172,10 @@ class ThreatModel(ABC):
     def ascent_direction(self, grad: Tensor) -> Tensor:
         """The steepest-ascent direction of unit threat norm for a gradient (0 where it is 0).
 
-        Always finite: NaN entries count as 0 and infinite ones as the largest finite value of
-        the dtype, so a model with an infinite input derivative (``sqrt`` at 0, a gamma curve)
-        is attacked along that coordinate instead of poisoning the step with NaN.
+        Always finite: NaN entries count as 0 and infinite ones as the largest finite entry of
+        their example, so a model with an infinite input derivative (``sqrt`` at 0, a gamma
+        curve) is attacked along those coordinates as well as the others, instead of poisoning
+        the step with NaN (or, scaled by infinity, spending the whole step on them).
         """
 
     @abstractmethod
@@ -188,15 +189,29 @@ class ThreatModel(ABC):
         """A random perturbation inside the ball."""
 
 
+def _finite(grad: Tensor) -> Tensor:
+    """``grad`` with NaN entries set to 0 and ±inf ones to ± the largest finite magnitude of
+    their example (1 when there is none)."""
+    shape = (-1,) + (1,) * (grad.ndim - 1)
+    finite = torch.isfinite(grad)
+    magnitude = torch.where(finite, grad.abs(), 0.0).flatten(1).amax(dim=1).view(shape)
+    magnitude = torch.where(magnitude > 0, magnitude, 1.0)
+    return torch.where(finite, grad, torch.nan_to_num(grad, nan=0.0).sign() * magnitude)
+
+
 def _rand(
     kind: str, x: Tensor, generator: torch.Generator | None, size: tuple[int, ...] | None = None
 ) -> Tensor:
-    """``rand``/``randn`` like ``x`` (or of ``size``), drawn on the generator's own device."""
+    """``rand``/``randn`` like ``x`` (or of ``size``), drawn on the generator's own device, in
+    ``x``'s memory format (a channels-last batch stays channels-last through the attack)."""
+    like = size is None
     size = tuple(x.shape) if size is None else size
     fn = torch.rand if kind == "rand" else torch.randn
     device = x.device if generator is None else generator.device
-    out = fn(size, generator=generator, device=device, dtype=x.dtype)
-    return out.to(x.device)
+    out = fn(size, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    if like and x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -262,8 +277,8 @@ class L2Ball(ThreatModel):
         >>> threat.ascent_direction(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))  # safe at zero
         tensor([[0.6000, 0.8000],
                 [0.0000, 0.0000]])
-        >>> threat.ascent_direction(torch.tensor([[float("inf"), 1.0]])).round(decimals=6)
-        tensor([[1., 0.]])
+        >>> threat.ascent_direction(torch.tensor([[float("inf"), 1.0]]))  # and at infinity
+        tensor([[0.7071, 0.7071]])
     """
 
     p: ClassVar[float] = 2.0
@@ -272,10 +287,13 @@ class L2Ball(ThreatModel):
     def ascent_direction(self, grad: Tensor) -> Tensor:
         # Rescale by the largest entry first so that tiny gradients neither underflow to a zero
         # norm nor get shrunk by an additive guard; an all-zero gradient stays zero (no NaN).
-        big = torch.finfo(grad.dtype).max
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=big, neginf=-big)
         shape = (-1,) + (1,) * (grad.ndim - 1)
-        scale = grad.detach().flatten(1).abs().amax(dim=1).view(shape)
+        scale = grad.detach().flatten(1).abs().amax(dim=1)
+        # on the CPU a check is free; elsewhere the finite form is computed without a sync
+        if grad.device.type != "cpu" or not bool(torch.isfinite(scale).all()):
+            grad = _finite(grad)
+            scale = grad.detach().flatten(1).abs().amax(dim=1)
+        scale = scale.view(shape)
         g = grad / torch.where(scale > 0, scale, torch.ones_like(scale))
         norm = _flat_norm(g, 2.0).view(shape)
         return g / torch.where(norm > 0, norm, torch.ones_like(norm))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -29,6 +31,14 @@ __all__ = ["build_parser", "main"]
 
 PROG = "advtrade"
 EXPERIMENT_CHOICES = ("all", "synthetic", "tradeoff", "datasize", "perception")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process was, so that clean-up runs as for Ctrl-C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 class _UsageError(Exception):
@@ -82,13 +92,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the seed must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"the seed must be in [0, {MAX_SEED}], got {value}")
+    return value
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    limit = 4 * (os.cpu_count() or 1)
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"--threads {value} is more than 4 × the {os.cpu_count()} CPU cores here; at most "
+            f"{limit}"
+        )
     return value
 
 
@@ -163,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--eval-steps", type=_positive_int, metavar="K", help="PGD steps in evaluation")
     add(
         "--threads",
-        type=_positive_int,
+        type=_threads,
         default=1,
         metavar="N",
         help="CPU threads for torch (default 1: fastest for these small models)",
@@ -202,10 +226,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], Non
     from .. import __version__
 
     settings = _settings(args)
-    folder = ReportFolder(args.out)  # checks the output folder before any work
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    folder: ReportFolder | None = None
     try:
+        folder = ReportFolder(args.out)  # checks the output folder before any work
         progress = Progress(None if args.quiet else args.progress)
         results, seconds = run(settings, folder.path, progress)
         info = {
@@ -218,10 +243,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], Non
         }
         out = finish(folder, results, info)
     except BaseException:
-        folder.discard()
+        if folder is not None:
+            folder.discard()
         raise
     finally:
         torch.set_num_threads(threads)
+    if out != folder.out:
+        print(
+            f"{PROG}: {folder.out} now holds files advtrade did not write, so the report went "
+            f"to {out} instead (nothing in {folder.out} was touched)",
+            file=sys.stderr,
+        )
     say(f"report: {out / 'report.md'} ({seconds['total']:.0f} s)")
     return 0
 
@@ -237,8 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else 0
     say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(args, argv, say)
+    except _Terminated:
+        print(f"{PROG}: terminated; no report was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except RunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -248,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no report was written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,7 @@ mixed precision, in one place."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 import torch
@@ -32,7 +32,8 @@ class TrainContext:
 
     Also usable on its own to run an objective by hand (tests, custom loops): it needs only the
     model and optimizer. ``scaler`` is a ``torch.amp.GradScaler`` (CUDA AMP); ``grad_clip`` is a
-    maximum global gradient norm over the optimizer's parameters.
+    maximum global gradient norm over the optimizer's parameters; ``after_step`` runs after every
+    optimizer step (the trainer's weight average).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class TrainContext:
         device_type: str = "cpu",
         scaler: torch.amp.GradScaler | None = None,
         grad_clip: float | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -61,6 +63,7 @@ class TrainContext:
         self.device_type = device_type
         self.scaler = scaler
         self.grad_clip = grad_clip
+        self.after_step = after_step
         self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._configured: dict[int, tuple[Attack, Attack]] = {}
 
@@ -99,6 +102,8 @@ class TrainContext:
         else:
             scaler.step(self.optimizer)
             scaler.update()
+        if self.after_step is not None:
+            self.after_step()
         return grads
 
     def autocast(self) -> AbstractContextManager[object]:

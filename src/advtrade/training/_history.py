@@ -94,8 +94,9 @@ def _fmt(value: Any) -> str:
 
 
 def shown_metrics(record: Mapping[str, Any]) -> dict[str, str]:
-    """The record's measured columns other than the epoch and the time, formatted."""
-    keys = [k for k in COLUMNS if k not in ("epoch", "time") and record.get(k) is not None]
+    """The record's measured columns (not the epoch, time or best epoch), formatted."""
+    skip = ("epoch", "time", "best_epoch")
+    keys = [k for k in COLUMNS if k not in skip and record.get(k) is not None]
     return {k: _fmt(record[k]) for k in keys}
 
 

@@ -15,47 +15,29 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .. import distributed
-from .._batches import DEFAULT_KEYS, BatchKeys, check_keys, unpack_batch
+from .._batches import DEFAULT_KEYS, BatchKeys, check_keys
 from .._outputs import as_class_index, as_logits
-from .._validation import (
-    check_bool,
-    check_choice,
-    check_inputs,
-    check_int,
-    check_label_range,
-    check_labels,
-    check_loader,
-    check_model,
-    check_number,
-    check_type,
-    model_device,
-)
+from .._validation import check_int, check_loader, check_type
 from ..attacks import Attack
 from ..evaluation import EvaluationReport, evaluate
-from ..guard import ModelMode, model_guard
+from ..guard import ModelMode
+from ._averaging import WeightAverage
+from ._best import BestModel
 from ._callbacks import Callback, make_progress
-from ._checkpoint import FORMAT, VERSION, Checkpoint, atomic_save, read_checkpoint
+from ._checkpoint import Checkpoint
 from ._context import TrainContext
 from ._history import History, Record
 from ._objectives import Objective, StepOutput
+from ._options import check_trainer_args, prepare_model, read_batch
+from ._persistence import TrainerState
 from ._schedules import EpsilonSchedule
-from ._state import (
-    apply_loader_states,
-    check_compatible,
-    class_name,
-    cuda_states,
-    loader_generators,
-    plain_module,
-    rank_states,
-    restore_global_rng,
-)
+from ._state import apply_loader_states, plain_module
 
 __all__ = ["RobustTrainer"]
 
@@ -63,7 +45,7 @@ TrainMode = Literal["train", "as_is"]
 _OBJECTIVE_ATTACK: Any = "objective"
 
 
-class RobustTrainer:
+class RobustTrainer(TrainerState):
     """Trains ``model`` with ``optimizer`` on an objective, e.g. ``AdversarialTraining(PGD(...))``.
 
     ``scheduler`` (optional) steps once per epoch, or per batch with
@@ -77,7 +59,11 @@ class RobustTrainer:
     modes it had when ``fit`` started, e.g. frozen BatchNorm). ``amp`` enables autocast (float16
     with a GradScaler on CUDA, bfloat16 on CPU); ``grad_clip`` clips the global gradient norm.
     ``seed`` seeds the trainer's own generator for attacks (one stream per rank under DDP).
-    ``progress`` is ``"auto"``, ``"tqdm"``, ``"plain"`` or ``None``. Loaders may yield
+    ``ema`` (e.g. 0.999) keeps an exponential moving average of the weights and buffers after
+    every optimizer step, which evaluations and ``best.pt`` use and checkpoints resume bit for
+    bit. ``channels_last`` runs the model and batches in channels-last memory format (faster
+    convolutions on GPUs); ``compile`` (True or ``torch.compile`` options) compiles the model
+    once. ``progress`` is ``"auto"``, ``"tqdm"``, ``"plain"`` or ``None``. Loaders may yield
     ``(x, y)`` pairs or dicts; ``batch_keys`` names the inputs and labels of dict batches.
     """
 
@@ -98,65 +84,40 @@ class RobustTrainer:
         amp: bool = False,
         grad_clip: float | None = None,
         seed: int | None = 0,
+        ema: float | None = None,
+        channels_last: bool = False,
+        compile: bool | Mapping[str, Any] = False,
         callbacks: Iterable[Callback] = (),
         progress: str | None = "auto",
         batch_keys: BatchKeys = DEFAULT_KEYS,
     ) -> None:
-        check_model(model)
-        check_type("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
-        if not isinstance(objective, Objective):
-            hint = ""
-            if isinstance(objective, Attack):
-                hint = " (did you mean AdversarialTraining(attack)?)"
-            raise TypeError(
-                f"objective must be an advtrade Objective such as Standard(), "
-                f"AdversarialTraining(attack) or TRADES(attack); got {type(objective).__name__}"
-                f"{hint}"
-            )
-        own = {id(p) for p in model.parameters()}
-        if not any(id(p) in own for g in optimizer.param_groups for p in g["params"]):
-            raise ValueError(
-                "optimizer holds none of the model's parameters; build it from "
-                "model.parameters() of this model (was it made for another model instance?)"
-            )
-        if scheduler is not None and not (
-            callable(getattr(scheduler, "step", None))
-            and callable(getattr(scheduler, "state_dict", None))
-        ):
-            raise TypeError(
-                f"scheduler must be a learning-rate scheduler with step() and state_dict(), got "
-                f"{type(scheduler).__name__}"
-            )
-        check_choice("scheduler_interval", scheduler_interval, ("epoch", "batch"))
-        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        if plateau and scheduler_interval == "batch":
-            raise ValueError(
-                "a ReduceLROnPlateau scheduler steps on the epoch's loss; use "
-                "scheduler_interval='epoch'"
-            )
-        check_choice("attack_mode", attack_mode, ("eval", "as_is"))
-        check_choice("train_mode", train_mode, ("train", "as_is"))
-        if eps_schedule is not None and not callable(eps_schedule):
-            raise TypeError(f"eps_schedule must be a callable epoch -> eps, got {eps_schedule!r}")
-        if grad_clip is not None:
-            grad_clip = check_number("grad_clip", grad_clip, minimum=0.0, strict=True)
-        if seed is not None:
-            seed = check_int("seed", seed, minimum=0, maximum=2**63 - 1)
-        for name in ("move_model", "ddp", "amp"):
-            check_bool(name, locals()[name])
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            check_type("callbacks", cb, Callback, "a sequence of advtrade Callback objects")
-
-        current = model_device(model) or torch.device("cpu")
-        self.device = torch.device(device) if device is not None else current
-        if _differs(current, self.device):
-            if not move_model:
-                raise ValueError(
-                    f"the model is on {current} but device={str(self.device)!r}; move the "
-                    f"model yourself (before building the optimizer) or pass move_model=True"
-                )
-            model.to(self.device)
+        grad_clip, seed, ema, callback_list = check_trainer_args(
+            model,
+            optimizer,
+            objective,
+            scheduler=scheduler,
+            scheduler_interval=scheduler_interval,
+            attack_mode=attack_mode,
+            train_mode=train_mode,
+            eps_schedule=eps_schedule,
+            grad_clip=grad_clip,
+            seed=seed,
+            flags={
+                "move_model": move_model,
+                "ddp": ddp,
+                "amp": amp,
+                "channels_last": channels_last,
+            },
+            ema=ema,
+            compile=compile,
+            callbacks=callbacks,
+        )
+        self.batch_keys = check_keys(batch_keys)
+        make_progress(progress)  # validate now, not at the first fit
+        model, self.device = prepare_model(
+            model, device, move_model=move_model, channels_last=channels_last, compile=compile
+        )
+        self.channels_last = channels_last
         if ddp:
             model = distributed.wrap_ddp(model)
         self.data_parallel = distributed.is_ddp(model)
@@ -171,10 +132,9 @@ class RobustTrainer:
         self.train_mode: TrainMode = train_mode
         self.amp = amp
         self.grad_clip = grad_clip
-        self.callbacks: list[Callback] = callbacks
+        self.callbacks: list[Callback] = callback_list
         self.progress = progress
-        self.batch_keys = check_keys(batch_keys)
-        make_progress(progress)  # validate now, not at the first fit
+        self.average = None if ema is None else WeightAverage(plain_module(model), ema)
         self.generator = torch.Generator(device=self.device)
         if seed is None:
             self.generator.seed()
@@ -191,112 +151,15 @@ class RobustTrainer:
         self.stop_training = False
         self.max_epochs: int | None = None
         self.train_loader: Iterable[Any] | None = None
+        self.best = BestModel()
         self._pending_loader_states: list[Tensor] | None = None
         self._interrupted: int | None = None  # the epoch a failed fit left half-trained
         self._num_classes: int | None = None
 
-    # ------------------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything an interrupted run needs to continue bit for bit, as tensors and plain
-        values: the model's, optimizer's, scheduler's and AMP scaler's state_dicts, the classes
-        of the optimizer, scheduler and objective, the epoch, the history and the random states
-        (attack generator, DataLoader shuffle generators, global torch RNGs, objective state).
-        Data-parallel, a collective: every rank's random states are gathered."""
-        pending = self._pending_loader_states
-        loader_states = (
-            list(pending)
-            if pending is not None
-            else [g.get_state() for g in loader_generators(self.train_loader)]
-        )
-        objective_state = self.objective.state_dict()
-        rng: dict[str, Any] = {
-            "trainer": self.generator.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": cuda_states(),
-            "objective": objective_state or None,  # per rank: free AT's perturbation
-        }
-        if self.data_parallel:  # every rank's own states, in rank order
-            rng["ranks"] = distributed.all_gather_object(dict(rng))
-        scheduler, scaler = self.scheduler, self._scaler
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "epoch": int(self.epoch),
-            "model": plain_module(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-            "scaler": None if scaler is None else scaler.state_dict(),
-            "history": self.history.to_list(),
-            "classes": {
-                "optimizer": class_name(self.optimizer),
-                "scheduler": class_name(scheduler),
-                "objective": class_name(self.objective),
-            },
-            "rng": {**rng, "loader": loader_states},
-        }
-
-    def load_state_dict(
-        self, state: Mapping[str, Any], *, restore_rng: bool = True, where: str = "state"
-    ) -> None:
-        """Restore :meth:`state_dict` into this trainer and its objects, after checking that it
-        was saved from the same model (state_dict keys and shapes) and the same kinds of
-        optimizer (and parameter groups), scheduler and objective: any difference raises a
-        ``ValueError`` naming it, before anything is changed. ``restore_rng`` also restores the
-        attack generator, the global torch RNG and (at the next ``fit``) the train loader's
-        shuffle generators."""
-        model = plain_module(self.model)
-        check_compatible(
-            state,
-            model=model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            objective=self.objective,
-            where=where,
-        )
-        rng = rank_states(dict(state["rng"]), self.data_parallel, where)
-        model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self._scaler is not None and state.get("scaler") is not None:
-            self._scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.history = History(state["history"])
-        self.objective.load_state_dict(rng.get("objective") or {})
-        self._interrupted = None
-        if restore_rng:
-            self.generator.set_state(rng["trainer"])
-            restore_global_rng(rng)
-            self._pending_loader_states = list(rng.get("loader") or [])
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`state_dict` to ``path`` atomically; returns the path. Data-parallel,
-        call it on every rank (as ``fit`` does): rank 0 writes while the others wait."""
-        state = self.state_dict()
-        if not self.data_parallel or distributed.is_main_process():
-            atomic_save(state, path)
-        if self.data_parallel:
-            distributed.barrier()
-        return Path(path)
-
-    def load(self, path: str | os.PathLike[str], *, restore_rng: bool = True) -> RobustTrainer:
-        """Restore a checkpoint written by :meth:`save` (see :meth:`load_state_dict`); returns
-        ``self``."""
-        self.load_state_dict(read_checkpoint(path), restore_rng=restore_rng, where=str(path))
-        return self
-
-    @classmethod
-    def resume(
-        cls,
-        path: str | os.PathLike[str],
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        objective: Objective,
-        **kwargs: Any,
-    ) -> RobustTrainer:
-        """A trainer built from the given objects (and keyword options, e.g. ``scheduler=``)
-        with the checkpoint at ``path`` loaded; call ``fit`` with the original ``epochs``."""
-        return cls(model, optimizer, objective, **kwargs).load(path)
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The model evaluations use: the weight average when ``ema`` is set, else the model."""
+        return self.model if self.average is None else self.average.module
 
     # ------------------------------------------------------------------------------ training
     def fit(
@@ -308,15 +171,20 @@ class RobustTrainer:
         eval_attack: Attack | None = _OBJECTIVE_ATTACK,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         checkpoint_every: int = 1,
+        patience: int | None = None,
     ) -> History:
         """Train until ``epochs`` epochs are done in total, then return the :class:`History`.
 
         ``epochs`` counts from the start of the run, so a resumed trainer at epoch 2 given
         ``epochs=4`` trains two more. With ``eval_loader`` each epoch also records clean accuracy
         and robust accuracy under ``eval_attack`` (default: the objective's attack at its full
-        ε; ``None``: clean only). ``checkpoint_dir`` saves ``last.pt`` there every
-        ``checkpoint_every`` epochs and after the last one. Every argument is checked before
-        any training.
+        ε; ``None``: clean only), and keeps the best epoch against robust overfitting (Rice et
+        al. 2020): the one with the highest held-out robust accuracy (clean accuracy without an
+        attack), recorded as ``best_epoch`` in the history, saved as ``best.pt`` beside
+        ``last.pt`` (or in memory without ``checkpoint_dir``) and restored by
+        :meth:`load_best`; ``patience`` stops training after that many epochs without
+        improvement. ``checkpoint_dir`` saves ``last.pt`` every ``checkpoint_every`` epochs and
+        after the last one. Every argument is checked before any training.
         """
         epochs = check_int("epochs", epochs, minimum=1)
         check_loader("train_loader", train_loader)
@@ -326,9 +194,19 @@ class RobustTrainer:
             eval_attack = self.objective.attack
         if eval_attack is not None:
             check_type("eval_attack", eval_attack, Attack, "an Attack or None")
+        if patience is not None:
+            patience = check_int("patience", patience, minimum=1)
+            if eval_loader is None:
+                raise ValueError("patience needs an eval_loader: it counts epochs without a "
+                                 "better held-out score")
         callbacks = list(self.callbacks)
+        checkpoint = None
         if checkpoint_dir is not None:
-            callbacks.append(Checkpoint(checkpoint_dir, every=checkpoint_every))
+            checkpoint = Checkpoint(checkpoint_dir, every=checkpoint_every)
+            callbacks.append(checkpoint)
+            best = checkpoint.path.parent / "best.pt"
+            if self.best.epoch is not None and self.best.weights is None and best.is_file():
+                self.best.path = best  # a resumed run: its best epoch so far is on disk
         if self._interrupted is not None:
             raise RuntimeError(
                 f"the previous fit() stopped during epoch {self._interrupted + 1}, so the model "
@@ -363,9 +241,14 @@ class RobustTrainer:
                 if eval_loader is not None:
                     record.update(self._eval_epoch(eval_loader, eval_attack))
                 record["time"] = self._reduce([time.perf_counter() - start], "max")[0]
+                improved = eval_loader is not None and self._offer_best(record)
                 self.history.append(record)
                 self.epoch += 1
                 self._interrupted = None
+                if improved:
+                    self._keep_best(None if checkpoint is None else checkpoint.path.parent)
+                if patience is not None and self.best.stale >= patience:
+                    self.stop_training = True
                 for cb in callbacks:
                     cb.on_epoch_end(self, self.history[-1])
                 if self.data_parallel:  # a callback that stops one rank stops them all
@@ -377,6 +260,13 @@ class RobustTrainer:
                 module.training = flag
             self.optimizer.zero_grad(set_to_none=True)  # leave no gradients in the user's model
         return self.history
+
+    def _offer_best(self, record: Record) -> bool:
+        score = record.get("eval_robust_acc")
+        score = record["eval_clean_acc"] if score is None else score
+        improved = self.best.offer(self.epoch + 1, float(score))
+        record["best_epoch"] = self.best.epoch
+        return improved
 
     def _context(self, epoch: int, eps: float | None) -> TrainContext:
         return TrainContext(
@@ -390,6 +280,7 @@ class RobustTrainer:
             device_type=self.device.type,
             scaler=self._scaler,
             grad_clip=self.grad_clip,
+            after_step=None if self.average is None else self.average.update,
         )
 
     def _train_epoch(
@@ -467,21 +358,18 @@ class RobustTrainer:
         threat = None if attack is None else attack.threat
         return threat.eps if threat is not None and isinstance(threat.eps, float) else None
 
-    def _classes(self, x: Tensor) -> int:
-        """The model's number of classes, from one small eval-mode forward pass (once)."""
-        if self._num_classes is None:
-            with model_guard(self.model, "eval") as net, torch.no_grad():
-                self._num_classes = as_logits(net(x[:2]), min(2, x.shape[0])).shape[1]
-        return self._num_classes
-
-    def _unpack(self, batch: Any, index: int, name: str = "train_loader") -> tuple[Tensor, Tensor]:
-        x, y = unpack_batch(batch, self.batch_keys, f"{name}: batch {index}")
-        x = check_inputs(x, f"{name}: x of batch {index}")
-        y = check_labels(y, x.shape[0], y.device, f"{name}: y of batch {index}")
-        x = x.to(self.device, non_blocking=True)
-        if x.shape[0] and not y.is_floating_point():
-            check_label_range(y, self._classes(x), f"{name}: y of batch {index}")
-        return x, y.to(self.device, non_blocking=True)
+    def _unpack(self, batch: Any, index: int) -> tuple[Tensor, Tensor]:
+        x, y, self._num_classes = read_batch(
+            batch,
+            "train_loader",
+            index,
+            keys=self.batch_keys,
+            device=self.device,
+            channels_last=self.channels_last,
+            model=self.model,
+            num_classes=self._num_classes,
+        )
+        return x, y
 
     # ------------------------------------------------------------------------------ evaluation
     def _eval_epoch(self, loader: Iterable[Any], attack: Attack | None) -> Record:
@@ -500,7 +388,8 @@ class RobustTrainer:
         """Clean and robust accuracy of the model on ``loader`` (see :func:`advtrade.evaluate`).
 
         ``attacks`` maps names to attacks (``None`` = clean); by default ``{"clean": None,
-        "robust": <the objective's attack at its full ε>}``. Attacks draw from a generator with a
+        "robust": <the objective's attack at its full ε>}``. With ``ema`` the weight average is
+        evaluated (:attr:`evaluated_model`). Attacks draw from a generator with a
         fixed seed, so evaluations are comparable across epochs, and the global RNG is restored
         afterwards, so evaluating never changes the training run. The model comes back as it
         was (modes, parameters, buffers). Data-parallel, call it on every rank with this rank's
@@ -516,7 +405,7 @@ class RobustTrainer:
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             report = evaluate(
-                self.model,
+                self.evaluated_model,
                 loader,
                 attacks,
                 device=self.device,
@@ -525,9 +414,3 @@ class RobustTrainer:
                 batch_keys=self.batch_keys,
             )
         return distributed.reduce_report(report, loader) if self.data_parallel else report
-
-
-def _differs(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return True
-    return a.index is not None and b.index is not None and a.index != b.index
