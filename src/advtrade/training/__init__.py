@@ -6,7 +6,8 @@
   :class:`FastAdversarialTraining`, :class:`FreeAdversarialTraining`, or your own
   :class:`Objective`;
 * callbacks — :class:`Callback` (the base), :class:`Checkpoint`,
-  :class:`CatastrophicOverfittingGuard`, progress; :class:`History`; ε schedules
+  :class:`CatastrophicOverfittingGuard`, progress, loggers (:class:`CSVLogger`,
+  :class:`TensorBoardLogger`); :class:`History`; ε schedules
   (:class:`LinearWarmup`).
 """
 
@@ -17,6 +18,7 @@ from ._cheap import FastAdversarialTraining, FreeAdversarialTraining
 from ._checkpoint import Checkpoint, read_checkpoint
 from ._context import TrainContext
 from ._history import History
+from ._loggers import CSVLogger, TensorBoardLogger
 from ._objectives import (
     TRADES,
     AdversarialTraining,
@@ -34,6 +36,7 @@ from ._trainer import RobustTrainer
 __all__ = [
     "TRADES",
     "AdversarialTraining",
+    "CSVLogger",
     "Callback",
     "CatastrophicOverfittingGuard",
     "CatastrophicOverfittingWarning",
@@ -51,6 +54,7 @@ __all__ = [
     "Standard",
     "StepContext",
     "StepOutput",
+    "TensorBoardLogger",
     "TqdmProgress",
     "TrainContext",
     "TrainerView",
