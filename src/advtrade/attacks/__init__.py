@@ -14,5 +14,6 @@ from ._apgd import APGD, APGDT
 from ._base import Attack
 from ._combinators import WorstOf
 from ._pgd import FGSM, PGD
+from ._square import Square
 
-__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "WorstOf"]
+__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "Square", "WorstOf"]
