@@ -20,7 +20,7 @@ from . import perception as perception
 from . import plotting as plotting
 from . import synthetic as synthetic
 from . import training as training
-from .attacks import APGD, FGSM, PGD, Attack, WorstOf
+from .attacks import APGD, FGSM, PGD, Attack, AutoAttack, WorstOf
 from .evaluation import check_gradient_masking, evaluate, robust_accuracy_curve
 from .guard import model_guard
 from .models import Normalize
@@ -44,6 +44,7 @@ __all__ = [
     "TRADES",
     "AdversarialTraining",
     "Attack",
+    "AutoAttack",
     "FastAdversarialTraining",
     "FreeAdversarialTraining",
     "L2Ball",

@@ -1,7 +1,9 @@
 """Attacks: the :class:`Attack` contract, the ascent core they share, and the attacks.
 
 * :class:`PGD` (and its one-step configuration :class:`FGSM`), :class:`APGD` and
-  :class:`APGDT` — gradient attacks under any threat model;
+  :class:`APGDT` — gradient attacks under any threat model, with EOT for randomised models;
+* :class:`FAB` — the minimum-norm attack, and :class:`Square` — a gradient-free one;
+* :class:`AutoAttack` — the field's standard ensemble (APGD-CE, APGD-T, FAB-T, Square);
 * :class:`WorstOf` — per example, the worst case over several attacks.
 
 Every attack is an immutable configuration called as ``attack(model, x, y, *, generator=None)``
@@ -11,9 +13,22 @@ that leaves the model exactly as it was (see :func:`advtrade.model_guard`).
 from __future__ import annotations
 
 from ._apgd import APGD, APGDT
+from ._autoattack import AutoAttack, Stage
 from ._base import Attack
 from ._combinators import WorstOf
+from ._fab import FAB
 from ._pgd import FGSM, PGD
 from ._square import Square
 
-__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "Square", "WorstOf"]
+__all__ = [
+    "APGD",
+    "APGDT",
+    "FAB",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AutoAttack",
+    "Square",
+    "Stage",
+    "WorstOf",
+]

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._amp import autocast
 from .._batches import DEFAULT_KEYS, BatchKeys, check_keys
-from .._validation import check_generator, check_model, check_type
+from .._validation import check_bool, check_generator, check_model, check_type
 from ..attacks import Attack
 from ._evaluate import Batches, correct, iter_batches
 from ._report import table
@@ -105,6 +106,7 @@ def robust_accuracy_curve(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     max_batches: int | None = None,
+    amp: bool = False,
     batch_keys: BatchKeys = DEFAULT_KEYS,
 ) -> RobustAccuracyCurve:
     """Robust accuracy of ``attack`` at every budget in ``epsilons``, cheaply.
@@ -116,7 +118,8 @@ def robust_accuracy_curve(
     undecided example at its own midpoint ε (a per-example budget) with early stopping (when the
     attack has it), and a success at ε also settles every budget ≥ the norm of the perturbation
     found. Any untargeted attack with a threat model works (PGD, APGD, AutoAttack, ...); its own
-    ε is ignored, and an explicit PGD step size falls back to the default 2.5·ε/steps.
+    ε is ignored, and an explicit PGD step size falls back to the default 2.5·ε/steps. ``amp``
+    runs the model and the attack under autocast, as in :func:`~advtrade.evaluate`.
 
     Examples:
         >>> import torch
@@ -133,6 +136,7 @@ def robust_accuracy_curve(
     values = _check_epsilons(epsilons)
     check_model(model)
     check_generator(generator)
+    check_bool("amp", amp)
     keys = check_keys(batch_keys)
     check_type("attack", attack, Attack, "an Attack such as PGD(LinfBall(eps))")
     threat = attack.threat
@@ -148,8 +152,9 @@ def robust_accuracy_curve(
     all_levels: list[Tensor] = []
     for x, y in iter_batches(data, device, max_batches, model, keys):
         threat.check_domain(x)
-        ok = correct(model, x, y, "on clean inputs")
-        levels, batch_rounds = _search(model, x, y, ok, attack, values, generator)
+        with autocast(x.device.type, amp):
+            ok = correct(model, x, y, "on clean inputs")
+            levels, batch_rounds = _search(model, x, y, ok, attack, values, generator)
         all_levels.append(levels.cpu())
         n, clean, rounds = n + x.shape[0], clean + int(ok.sum()), max(rounds, batch_rounds)
     if n == 0:

@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_inputs, check_labels, check_model, check_number, check_type
-from ..attacks import FGSM, PGD
+from .._validation import (
+    check_bool,
+    check_generator,
+    check_inputs,
+    check_int,
+    check_labels,
+    check_model,
+    check_number,
+    check_type,
+)
+from ..attacks import FGSM, PGD, Square
 from ..attacks._core import NoGradientError, input_gradient
 from ..losses import margin_loss
 from ..threats import ThreatModel
@@ -78,6 +87,7 @@ def check_gradient_masking(
     tolerance: float = 0.03,
     gap: float = 0.1,
     share: float = 0.1,
+    queries: int = 1000,
     generator: torch.Generator | None = None,
     warn: bool = True,
 ) -> list[Finding]:
@@ -96,6 +106,10 @@ def check_gradient_masking(
       attack had not converged, so the reported figure overstates robustness.
     - ``fgsm_stronger``: one FGSM step beats PGD by more than ``tolerance``, a classic sign of
       a loss surface that misleads iterative attacks.
+    - ``gradient_free``: the gradient-free :class:`~advtrade.attacks.Square` (``queries``
+      queries) beats PGD by more than ``tolerance`` — on a healthy model it is the weaker of the
+      two, so the gradients must be hiding the model's weaknesses. It also runs on models
+      without any input gradient, against their clean accuracy.
 
     Examples:
         A model that rounds its input has a zero gradient almost everywhere: gradient attacks
@@ -132,6 +146,10 @@ def check_gradient_masking(
     threat.check_domain(x)
     for name, value in (("tolerance", tolerance), ("gap", gap), ("share", share)):
         check_number(name, value, minimum=0.0, maximum=1.0)
+    check_int("steps", steps, minimum=1)
+    check_int("queries", queries, minimum=1)
+    check_generator(generator)
+    check_bool("warn", warn)
     eps = threat.eps
     epsilons = sorted(epsilons) if epsilons is not None else [eps * k for k in (0.25, 0.5, 1, 2, 4)]
     findings: list[Finding] = []
@@ -158,7 +176,10 @@ def check_gradient_masking(
                 )
             )
 
+    square = Square(threat, queries=queries)
     if not connected:  # no input gradient at all: gradient attacks cannot even run
+        acc = evaluate(model, (x, y), {"square": square}, generator=generator).accuracies
+        _gradient_free(findings, acc["square"], acc["clean"], "clean accuracy", tolerance)
         return _report(findings, warn)
 
     def pgd(budget: float, **kwargs: int) -> PGD:
@@ -167,7 +188,7 @@ def check_gradient_masking(
     large = _large_eps(threat, x)
     attacks = {f"eps={e:.6g}": pgd(e) for e in epsilons}
     attacks |= {"large": pgd(large), "strong": pgd(eps, steps=4 * steps, restarts=3)}
-    attacks |= {"pgd": pgd(eps), "fgsm": FGSM(threat)}
+    attacks |= {"pgd": pgd(eps), "fgsm": FGSM(threat), "square": square}
     acc = evaluate(model, (x, y), attacks, generator=generator).accuracies
 
     curve = [acc[f"eps={e:.6g}"] for e in epsilons]
@@ -211,7 +232,24 @@ def check_gradient_masking(
                 {"eps": eps, "accuracy_fgsm": acc["fgsm"], "accuracy_pgd": acc["pgd"]},
             )
         )
+    _gradient_free(findings, acc["square"], acc["pgd"], f"{steps}-step PGD", tolerance)
     return _report(findings, warn)
+
+
+def _gradient_free(
+    findings: list[Finding], square: float, other: float, what: str, tolerance: float
+) -> None:
+    if square < other - tolerance:
+        findings.append(
+            Finding(
+                "gradient_free",
+                f"the gradient-free Square attack ({square:.1%}) beats {what} ({other:.1%}): "
+                "gradients hide the model's weaknesses (masked, shattered or non-differentiable "
+                "gradients), so gradient-based robust accuracy overstates robustness; report "
+                "AutoAttack, which includes Square",
+                {"accuracy_square": square, "accuracy_other": other},
+            )
+        )
 
 
 def _report(findings: list[Finding], warn: bool) -> list[Finding]:

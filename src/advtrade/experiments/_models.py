@@ -1,33 +1,37 @@
-"""The runner's models: one small CNN per (norm, training ε, training-set size), trained with
-PGD adversarial training (ε = 0: standard training) and evaluated over a list of budgets.
+"""The runner's models: one per (norm, training ε, training-set size, seed), trained with PGD
+adversarial training (ε = 0: standard training) and evaluated over a list of budgets with the
+chosen evaluation attack.
 
-Every model starts from the same seeded initialisation and sees the training data in the same
-seeded order, so models differ only in what the experiment varies (ε, the norm, the data size).
+Models of one seed start from the same initialisation and see the training data in the same
+order, so they differ only in what the experiment varies (ε, the norm, the data size); seeds
+vary the initialisation, the data order and the attack starts.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..attacks import PGD
+from ..attacks import APGD, APGDT, PGD, Attack, AutoAttack, WorstOf
 from ..datasets import Split
-from ..evaluation import robust_accuracy_curve
-from ..models import small_cnn
+from ..evaluation import robust_accuracy_curve, wilson_interval
+from ..models import CIFAR10_MEAN, CIFAR10_STD, preact_resnet18, small_cnn
 from ..threats import L2Ball, LinfBall, ThreatModel
-from ..training import AdversarialTraining, Callback, LinearWarmup, RobustTrainer, Standard
-from ..training._callbacks import tqdm_available
+from ..training import AdversarialTraining, LinearWarmup, Objective, RobustTrainer, Standard
+from ._progress import Progress
+from ._settings import Settings
 
 __all__ = [
+    "NORM_LABELS",
     "ModelSpec",
-    "Progress",
+    "eval_attack",
     "evaluate_model",
     "make_model",
     "make_threat",
@@ -36,7 +40,7 @@ __all__ = [
 ]
 
 NORM_LABELS = {"linf": "ℓ∞", "l2": "ℓ2"}
-EVAL_BATCH = 256  # test examples per attack batch: bounds memory on 28×28 images
+EVAL_BATCH = 256  # test examples per attack batch: bounds memory on larger images
 
 
 def make_threat(norm: str, eps: float) -> ThreatModel:
@@ -44,16 +48,21 @@ def make_threat(norm: str, eps: float) -> ThreatModel:
     return LinfBall(eps) if norm == "linf" else L2Ball(eps)
 
 
-def make_model(input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The runner's model: :func:`advtrade.models.small_cnn`."""
+def make_model(settings: Settings, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """The settings' architecture: :func:`~advtrade.models.small_cnn` or a PreAct ResNet-18
+    (with CIFAR-10's normalisation inside, so attacks work on [0, 1] pixels)."""
     c, h, w = (int(v) for v in input_shape)
+    if settings.model == "preact_resnet18":
+        mean, std = (CIFAR10_MEAN, CIFAR10_STD) if c == 3 else (None, None)
+        return preact_resnet18(num_classes, in_channels=c, mean=mean, std=std)
     return small_cnn((c, h, w), num_classes)
 
 
-def model_key(norm: str | None, eps: float, size: int) -> str:
-    """The identifier of the model trained under ``norm`` at ``eps`` on ``size`` examples."""
+def model_key(norm: str | None, eps: float, size: int, seed: int) -> str:
+    """The identifier of the model trained under ``norm`` at ``eps`` on ``size`` examples with
+    ``seed``, e.g. ``linf-eps0.1-n1348-s0``."""
     head = "standard" if norm is None or eps == 0 else f"{norm}-eps{eps:.10g}"
-    return f"{head}-n{size}"
+    return f"{head}-n{size}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -65,17 +74,18 @@ class ModelSpec:
     train_size: int
     epochs: int
     warmup: int
+    seed: int = 0
 
     @property
     def key(self) -> str:
-        """A stable identifier, e.g. ``linf-eps0.1-n1348`` or ``standard-n1348``."""
-        return model_key(self.norm, self.eps, self.train_size)
+        """A stable identifier, e.g. ``linf-eps0.1-n1348-s0`` or ``standard-n1348-s0``."""
+        return model_key(self.norm, self.eps, self.train_size, self.seed)
 
     @property
     def label(self) -> str:
-        """A short human-readable name, e.g. ``ℓ∞ ε=0.1, n=1347``."""
+        """A short human-readable name, e.g. ``ℓ∞ ε=0.1, n=1347, seed 0``."""
         head = "standard" if self.norm is None else f"{NORM_LABELS[self.norm]} ε={self.eps:g}"
-        return f"{head}, n={self.train_size}"
+        return f"{head}, n={self.train_size}, seed {self.seed}"
 
     def cost(self, batch_size: int, steps: int) -> int:
         """Forward/backward passes over batches: (K + 1) per batch for K-step PGD training."""
@@ -83,87 +93,38 @@ class ModelSpec:
         return self.epochs * math.ceil(self.train_size / batch_size) * passes
 
 
-class Progress(Callback):
-    """Progress over every model of a run: a tqdm bar (interactive terminals) or one line per
-    model (logs); ``mode`` is "auto", "tqdm", "plain" or None (silent). Writes to stderr. As a
-    training callback it advances by each batch's cost (``per_batch``, set per model)."""
-
-    def __init__(self, mode: str | None = "auto", file: TextIO | None = None) -> None:
-        self.file = file
-        self._bar: Any = None
-        self._count = self._total_models = 0
-        self.per_batch = 1
-        if mode == "auto":
-            interactive = (file or sys.stderr).isatty()
-            mode = "tqdm" if interactive and tqdm_available() else "plain"
-        self.mode = mode
-        if mode == "tqdm" and not tqdm_available():
-            self.mode = "plain"
-            self.note("tqdm is not installed (pip install 'advtrade[progress]'): plain progress")
-
-    def start(self, total_work: int, models: int) -> None:
-        """Begin the training phase: ``total_work`` units over ``models`` models."""
-        self._total_models, self._count = models, 0
-        if self.mode == "tqdm":
-            from tqdm.auto import tqdm
-
-            fmt = "{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
-            self._bar = tqdm(total=total_work, bar_format=fmt, file=self.file, dynamic_ncols=True)
-
-    def begin(self, spec: ModelSpec) -> None:
-        self._count += 1
-        if self._bar is not None:
-            self._bar.set_description_str(f"model {self._count}/{self._total_models}: {spec.label}")
-
-    def advance(self, work: int) -> None:
-        if self._bar is not None:
-            self._bar.update(work)
-
-    def note(self, text: str) -> None:
-        """A line of text (a finished model, a finished experiment)."""
-        if self.mode is None:
-            return
-        if self._bar is not None:
-            self._bar.write(text, file=self.file)
-        else:
-            print(text, file=self.file or sys.stderr, flush=True)
-
-    def model_done(self, spec: ModelSpec, seconds: float, clean: float) -> None:
-        head = f"[{self._count}/{self._total_models}]"
-        self.note(f"{head} {spec.label}: {spec.epochs} epochs, {seconds:.1f} s, clean {clean:.3f}")
-
-    def on_batch_end(self, trainer: Any, batch_index: int, output: Any) -> None:
-        self.advance(self.per_batch)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+def _optimizer(settings: Settings, model: nn.Module) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 def train_model(
     spec: ModelSpec,
     split: Split,
+    settings: Settings,
     *,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
+    device: torch.device,
     progress: Progress,
+    work: Path,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train one model on ``split``'s training set; returns it (eval mode) and its training
-    summary (epochs, final loss and training accuracy). Adam with a cosine learning-rate decay;
-    adversarial training ramps ε up linearly over ``spec.warmup`` epochs (large budgets can
-    otherwise collapse a small model to a constant prediction)."""
+    """Train one model on ``split``'s training set (on ``device``); returns it (eval mode) and
+    its training summary. Adam (small CNNs) or SGD with momentum (ResNets) with a cosine
+    learning-rate decay; adversarial training ramps ε up linearly over ``spec.warmup`` epochs
+    (large budgets can otherwise collapse a small model to a constant prediction). A checkpoint
+    per epoch in ``work`` lets an interrupted run continue this model bit for bit."""
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = make_model(split.input_shape, split.num_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        torch.manual_seed(spec.seed)
+        model = make_model(settings, split.input_shape, split.num_classes)
+    model.to(device)
+    optimizer = _optimizer(settings, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs)
-    if spec.norm is None:
-        objective: Any = Standard()
-        schedule = None
-    else:
+    steps = settings.train_steps
+    objective: Objective = Standard()
+    schedule = None
+    if spec.norm is not None:
         objective = AdversarialTraining(PGD(make_threat(spec.norm, spec.eps), steps=steps))
         schedule = LinearWarmup(spec.eps, spec.warmup)
     progress.per_batch = 1 if spec.norm is None else steps + 1
@@ -173,32 +134,77 @@ def train_model(
         objective,
         scheduler=scheduler,
         eps_schedule=schedule,
-        seed=seed,
+        seed=spec.seed,
+        amp=settings.amp,
+        channels_last=device.type == "cuda" and settings.model == "preact_resnet18",
         progress=None,
         callbacks=[progress],
     )
-    train_loader, _ = split.loaders(batch_size, seed=seed)
-    history = trainer.fit(train_loader, spec.epochs)
+    if (work / "last.pt").is_file():
+        trainer.load(work / "last.pt")
+        progress.advance(spec.cost(settings.batch_size, steps) * trainer.epoch // spec.epochs)
+    train_loader, _ = split.loaders(settings.batch_size, seed=spec.seed, augment=settings.augment)
+    history = trainer.fit(train_loader, spec.epochs, checkpoint_dir=work)
     last = history[-1]
     acc = last.get("train_robust_acc") if spec.norm is not None else last.get("train_clean_acc")
     summary = {"epochs": spec.epochs, "final_loss": last["loss"], "final_train_acc": acc}
     return model.eval(), summary
 
 
+def eval_attack(settings: Settings, norm: str, eps: float, num_classes: int, seed: int) -> Attack:
+    """The evaluation attack the settings name (its ε is searched per example)."""
+    threat, steps = make_threat(norm, eps), settings.eval_steps
+    if settings.eval_attack == "pgd":
+        return PGD(threat, steps=steps)
+    targets = min(3 if settings.quick else 9, num_classes - 1)
+    if settings.eval_attack == "apgd":
+        members: list[Attack] = [APGD(threat, steps=steps)]
+        if num_classes >= 4:
+            members.append(APGDT(threat, steps=steps, target_classes=targets))
+        return WorstOf(members)
+    return AutoAttack(threat, steps=steps, target_classes=targets, seed=seed, progress=None)
+
+
+def attack_name(settings: Settings, num_classes: int) -> str:
+    """How the report names the evaluation attack."""
+    steps = settings.eval_steps
+    targets = min(3 if settings.quick else 9, num_classes - 1)
+    if settings.eval_attack == "pgd":
+        return f"PGD-{steps} with cross-entropy (one run, no restarts)"
+    if settings.eval_attack == "apgd":
+        return f"APGD-CE and APGD-T ({targets} targets), {steps} steps each"
+    return (
+        f"AutoAttack (standard: APGD-CE, APGD-T and FAB-T with {targets} targets, {steps} steps "
+        f"each, and Square with 5000 queries)"
+    )
+
+
 def evaluate_model(
-    model: nn.Module, split: Split, norm: str, epsilons: Sequence[float], *, steps: int, seed: int
+    model: nn.Module,
+    split: Split,
+    settings: Settings,
+    norm: str,
+    *,
+    seed: int,
+    device: torch.device,
 ) -> dict[str, Any]:
-    """Clean accuracy and PGD robust accuracy at every budget of ``epsilons`` on the test set
-    (one :func:`~advtrade.robust_accuracy_curve`: a per-example search over the budgets)."""
-    attack = PGD(make_threat(norm, max(epsilons) or 1.0), steps=steps)
-    generator = torch.Generator().manual_seed(seed + 1)
+    """Clean accuracy and robust accuracy at every evaluation budget on the test set, with each
+    accuracy's binomial 95% interval (one :func:`~advtrade.robust_accuracy_curve`)."""
+    epsilons = settings.eval_eps(norm)
+    attack = eval_attack(settings, norm, max(epsilons) or 1.0, split.num_classes, seed)
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
     batches = list(zip(split.x_test.split(EVAL_BATCH), split.y_test.split(EVAL_BATCH)))
-    curve = robust_accuracy_curve(model, batches, attack, list(epsilons), generator=generator)
+    curve = robust_accuracy_curve(
+        model, batches, attack, list(epsilons), device=device, generator=generator, amp=settings.amp
+    )
+    n = curve.n
     return {
-        "n_test": curve.n,
+        "n_test": n,
         "clean": curve.clean_accuracy,
+        "clean_interval": list(wilson_interval(curve.clean_count, n)),
         "eval_eps": list(curve.epsilons),
         "robust": list(curve.accuracies),
+        "robust_interval": [list(wilson_interval(k, n)) for k in curve.counts],
     }
 
 

@@ -8,6 +8,7 @@ with a note, never silently.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ def run_perception(
 
     full = int(split.x_train.shape[0])
     eps = max(settings.train_eps(norm))
+    seed = settings.seed
     chosen = {
-        "standard": models[model_key(None, 0.0, full)],
-        f"robust ({NORM_LABELS[norm]} ε={eps:g})": models[model_key(norm, eps, full)],
+        "standard": models[model_key(None, 0.0, full, seed)],
+        f"robust ({NORM_LABELS[norm]} ε={eps:g})": models[model_key(norm, eps, full, seed)],
     }
     n = min(100 if settings.quick else 300, int(split.x_test.shape[0]))
     # a seeded random subset: the test split may be ordered by class (the MNIST subset is)
@@ -58,6 +60,7 @@ def run_perception(
     target = shifted_targets(y, split.num_classes)
     steps = 50 if settings.quick else 100
     scores: dict[str, Any] = {}
+    chosen = {name: copy.deepcopy(model).cpu() for name, model in chosen.items()}  # data on CPU
     for name, model in chosen.items():
         generator = torch.Generator().manual_seed(settings.seed)
         score = alignment_score(

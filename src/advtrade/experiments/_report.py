@@ -1,159 +1,23 @@
-"""The report's tables (CSV), figures (PNG, when matplotlib is installed) and ``report.md``.
+"""``report.md``: what the run measured, with its uncertainty, and which of the paper's claims
+the numbers support.
 
 Everything here reads the results dict of :func:`advtrade.experiments.run`; nothing computes new
-numbers, so the Markdown, the CSV files and ``results.json`` always agree.
+numbers, so the Markdown, the CSV files and ``results.json`` always agree. A finding claims an
+effect only when the uncertainty ranges of the two numbers it compares do not overlap: min–max
+over seeds, or with one seed the binomial 95% interval of the test-set accuracy.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
-from collections.abc import Sequence
 from typing import Any
 
 from ._folder import ReportFolder
+from ._format import cell, eps_text, md_table, pct, range_of, separated
 from ._models import NORM_LABELS
-from ._tradeoff import NORMS
+from ._tables import write_figures, write_tables
 
 __all__ = ["write_report"]
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def _eps(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:g}" for v in values)
-
-
-def _csv(rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-# --------------------------------------------------------------------------- CSV files
-
-
-def _write_tables(folder: ReportFolder, results: dict[str, Any]) -> list[str]:
-    written = []
-    if "synthetic" in results:
-        rows: list[list[Any]] = [
-            ["setting", "classifier", "standard", "robust", "bound", "x1_share"]
-        ]
-        for key in ("theorem_2_1", "theorem_2_2"):
-            for c in results["synthetic"][key]["classifiers"]:
-                rows.append([key, c["name"], c["standard"], c["robust"], c["bound"], c["x1_share"]])
-        folder.write_text("synthetic_classifiers.csv", _csv(rows))
-        f = results["synthetic"]["theorem_2_1"]["frontier"]
-        cols = ("t", "standard", "robust", "bound")
-        frontier = [list(cols), *zip(*(f[c] for c in cols))]
-        folder.write_text("synthetic_frontier.csv", _csv(frontier))
-        written += ["synthetic_classifiers.csv", "synthetic_frontier.csv"]
-    if "models" in results:
-        rows = [["model", "norm", "train_eps", "train_size", "epochs", "eval_eps", "robust"]]
-        for m in results["models"]:
-            for norm, curve in m["curves"].items():
-                for eps, acc in zip(curve["eval_eps"], curve["robust"]):
-                    rows.append([m["key"], norm, m["train_eps"], m["train_size"], m["epochs"]])
-                    rows[-1] += [eps, acc]
-        folder.write_text("robust_curves.csv", _csv(rows))
-        written.append("robust_curves.csv")
-    if "tradeoff" in results:
-        rows = [["norm", "train_eps", "clean", "eval_eps", "robust"]]
-        for norm, t in results["tradeoff"].items():
-            for eps, clean, curve in zip(t["train_eps"], t["clean"], t["robust"]):
-                rows += [[norm, eps, clean, e, r] for e, r in zip(t["eval_eps"], curve)]
-        folder.write_text("tradeoff.csv", _csv(rows))
-        written.append("tradeoff.csv")
-    if "datasize" in results:
-        rows = [["norm", "train_eps", "train_size", "epochs", "clean"]]
-        for norm, t in results["datasize"].items():
-            for eps, epochs, clean in zip(t["train_eps"], t["epochs"], t["clean"]):
-                rows += [[norm, eps, *v] for v in zip(t["train_sizes"], epochs, clean)]
-        folder.write_text("datasize.csv", _csv(rows))
-        written.append("datasize.csv")
-    return written
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _write_figures(folder: ReportFolder, results: dict[str, Any]) -> dict[str, str]:
-    """Line plots via :func:`advtrade.plotting.save_curves`; {} when matplotlib is missing."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return {}
-    from ..plotting import save_curves
-
-    figures: dict[str, str] = {}
-
-    def save(key: str, x: Sequence[float], ys: dict[str, Sequence[float]], **kw: Any) -> None:
-        name = f"figures/{key}.png"
-        save_curves(folder.path / name, x, ys, ylim=(0.0, 1.02), **kw)
-        figures[key] = name
-
-    if "synthetic" in results:
-        s = results["synthetic"]["theorem_2_1"]
-        f = s["frontier"]
-        save(
-            "synthetic_frontier",
-            f["t"],
-            {
-                "standard accuracy": f["standard"],
-                "robust accuracy": f["robust"],
-                "Theorem 2.1 bound on robust": f["bound"],
-            },
-            xlabel="t: w(t) = t·e1 + (1−t)·(0, 1, …, 1)/√d  (0: averaging, 1: sign(x1))",
-            ylabel="accuracy",
-            title=f"synthetic, d={s['d']}, p={s['p']}, ℓ∞ ε = 2η = {s['eps']:.3f}",
-        )
-    for norm in NORMS:
-        label = NORM_LABELS[norm]
-        if "tradeoff" in results:
-            t = results["tradeoff"][norm]
-            ys = {"clean": t["clean"]}
-            for j, e in enumerate(t["eval_eps"]):
-                if e in t["train_eps"] and e > 0:
-                    ys[f"robust at ε={e:g}"] = [row[j] for row in t["robust"]]
-            save(
-                f"tradeoff_{norm}",
-                t["train_eps"],
-                ys,
-                xlabel=f"training ε ({label})",
-                ylabel="test accuracy",
-                title=f"accuracy vs training ε, {label}",
-            )
-            curves = {f"trained ε={e:g}": row for e, row in zip(t["train_eps"], t["robust"])}
-            save(
-                f"robust_curves_{norm}",
-                t["eval_eps"],
-                curves,
-                xlabel=f"evaluation ε ({label})",
-                ylabel="robust accuracy (PGD)",
-                title=f"robust accuracy vs ε, {label}",
-            )
-        if "datasize" in results:
-            t = results["datasize"][norm]
-            ys = {f"ε={e:g}": row for e, row in zip(t["train_eps"], t["clean"])}
-            save(
-                f"datasize_{norm}",
-                t["train_sizes"],
-                ys,
-                xlabel="training examples",
-                ylabel="clean test accuracy",
-                title=f"clean accuracy vs data, {label} training",
-            )
-    return figures
-
-
-# --------------------------------------------------------------------------- report.md
 
 
 def _synthetic_md(s: dict[str, Any], figures: dict[str, str]) -> list[str]:
@@ -164,7 +28,7 @@ def _synthetic_md(s: dict[str, Any], figures: dict[str, str]) -> list[str]:
         f"Theorem 2.1 setting: d = {a['d']}, p = {a['p']}, η = 3/√d = {a['eta']:.4f}; robust "
         f"accuracy against ℓ∞ perturbations of ε = 2η = {a['eps']:.4f}. Any classifier with "
         f"standard accuracy 1 − δ has robust accuracy at most {a['ratio']:.3g}·δ "
-        f"(99% standard allows at most {_pct(a['bound_at_99'])}% robust).",
+        f"(99% standard allows at most {pct(a['bound_at_99'])}% robust).",
         "",
     ]
     rows = [
@@ -177,7 +41,7 @@ def _synthetic_md(s: dict[str, Any], figures: dict[str, str]) -> list[str]:
         ]
         for c in a["classifiers"]
     ]
-    lines += _md_table(["classifier", "standard %", "robust %", "bound %", "x1 share"], rows)
+    lines += md_table(["classifier", "standard %", "robust %", "bound %", "x1 share"], rows)
     holds = "holds" if a["frontier"]["bound_holds"] else "is VIOLATED"
     lines += [
         f"Along the frontier w(t) ({len(a['frontier']['t'])} points) the bound {holds}.",
@@ -195,51 +59,24 @@ def _synthetic_md(s: dict[str, Any], figures: dict[str, str]) -> list[str]:
         ]
         for c in b["classifiers"]
     ]
-    lines += _md_table(["classifier", "standard %", "robust %", "x1 share"], rows)
+    lines += md_table(["classifier", "standard %", "robust %", "x1 share"], rows)
     if "synthetic_frontier" in figures:
         lines += [f"![frontier]({figures['synthetic_frontier']})", ""]
     return lines
 
 
-def _tradeoff_md(t: dict[str, dict[str, Any]], figures: dict[str, str]) -> list[str]:
-    lines = [
-        "## 2. Clean and robust accuracy vs the training ε",
-        "",
-        "One CNN per training ε (PGD adversarial training; ε = 0 is standard training). Columns "
-        "give test accuracy (%) clean and under a PGD attack at each evaluation ε (the whole "
-        "curve comes from one `robust_accuracy_curve`).",
-        "",
-    ]
-    for norm, r in t.items():
-        header = ["training ε", "clean", *[f"ε={e:g}" for e in r["eval_eps"] if e > 0]]
-        keep = [j for j, e in enumerate(r["eval_eps"]) if e > 0]
-        rows = [
-            [f"{eps:g}", _pct(clean), *[_pct(row[j]) for j in keep]]
-            for eps, clean, row in zip(r["train_eps"], r["clean"], r["robust"])
-        ]
-        lines += [f"### {NORM_LABELS[norm]}", "", *_md_table(header, rows)]
-        for key in (f"tradeoff_{norm}", f"robust_curves_{norm}"):
-            if key in figures:
-                lines += [f"![{key}]({figures[key]})", ""]
-    return lines
+def _uncertainty_note(seeds: list[int]) -> str:
+    if len(seeds) > 1:
+        return (
+            f"Cells are the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) with the "
+            "min–max over seeds in parentheses."
+        )
+    return (
+        "One seed: cells give the test accuracy and, in brackets, its binomial 95% interval "
+        "(the uncertainty of a finite test set; a second seed would also show the training "
+        "noise: pass --seeds 0,1,2)."
+    )
 
-
-def _datasize_md(t: dict[str, dict[str, Any]], figures: dict[str, str]) -> list[str]:
-    lines = [
-        "## 3. Clean accuracy vs training-set size",
-        "",
-        "Every model takes the same number of optimiser steps (smaller sets train for more "
-        "epochs). The paper: with little data a small ε can raise clean accuracy; with all the "
-        "data adversarial training costs clean accuracy.",
-        "",
-    ]
-    for norm, r in t.items():
-        header = ["training ε", *[f"n={n}" for n in r["train_sizes"]]]
-        rows = [[f"{e:g}", *map(_pct, row)] for e, row in zip(r["train_eps"], r["clean"])]
-        lines += [f"### {NORM_LABELS[norm]} (clean accuracy %)", "", *_md_table(header, rows)]
-        if f"datasize_{norm}" in figures:
-            lines += [f"![datasize_{norm}]({figures[f'datasize_{norm}']})", ""]
-    return lines
 
 
 def _perception_md(p: dict[str, Any]) -> list[str]:
@@ -254,10 +91,10 @@ def _perception_md(p: dict[str, Any]) -> list[str]:
     ]
     keys = list(next(iter(p["scores"].values())))
     rows = [
-        [name, *(_pct(s[k]) if k.endswith("rate") else f"{s[k]:.3f}" for k in keys)]
+        [name, *(pct(s[k]) if k.endswith("rate") else f"{s[k]:.3f}" for k in keys)]
         for name, s in p["scores"].items()
     ]
-    lines += _md_table(["model", *keys], rows)
+    lines += md_table(["model", *keys], rows)
     if p.get("figure"):
         lines += [f"![perception]({p['figure']})", ""]
     elif p.get("figure_note"):
@@ -265,36 +102,133 @@ def _perception_md(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+
+def _tradeoff_md(t: dict[str, dict[str, Any]], attack: str, figures: dict[str, str]) -> list[str]:
+    first = next(iter(t.values()))
+    lines = [
+        "## 2. Clean and robust accuracy vs the training ε",
+        "",
+        "One model per training ε (PGD adversarial training; ε = 0 is standard training). Columns "
+        f"give test accuracy (%) clean and under **{attack}** at each evaluation ε (the whole "
+        "curve comes from one `robust_accuracy_curve`). " + _uncertainty_note(first["seeds"]),
+        "",
+    ]
+    for norm, r in t.items():
+        header = ["training ε", "clean", *[f"ε={e:g}" for e in r["eval_eps"] if e > 0]]
+        keep = [j for j, e in enumerate(r["eval_eps"]) if e > 0]
+        clean_iv = r.get("clean_interval") or [None] * len(r["train_eps"])
+        robust_iv = r.get("robust_interval") or [[None] * len(r["eval_eps"])] * len(r["train_eps"])
+        rows = [
+            [
+                f"{eps:g}",
+                cell(r["clean_spread"][i], clean_iv[i]),
+                *[cell(r["robust_spread"][i][j], robust_iv[i][j]) for j in keep],
+            ]
+            for i, eps in enumerate(r["train_eps"])
+        ]
+        lines += [f"### {NORM_LABELS[norm]}", "", *md_table(header, rows)]
+        for key in (f"tradeoff_{norm}", f"robust_curves_{norm}"):
+            if key in figures:
+                lines += [f"![{key}]({figures[key]})", ""]
+    return lines
+
+
+def _datasize_md(t: dict[str, dict[str, Any]], figures: dict[str, str]) -> list[str]:
+    first = next(iter(t.values()))
+    lines = [
+        "## 3. Clean accuracy vs training-set size",
+        "",
+        "Every model takes the same number of optimiser steps (smaller sets train for more "
+        "epochs). The paper: with little data a small ε can raise clean accuracy; with all the "
+        "data adversarial training costs clean accuracy (whether this run supports either is in "
+        "the findings above). " + _uncertainty_note(first["seeds"]),
+        "",
+    ]
+    for norm, r in t.items():
+        header = ["training ε", *[f"n={n}" for n in r["train_sizes"]]]
+        iv = r.get("clean_interval") or [[None] * len(r["train_sizes"])] * len(r["train_eps"])
+        rows = [
+            [f"{e:g}", *[cell(c, v) for c, v in zip(row, iv_row)]]
+            for e, row, iv_row in zip(r["train_eps"], r["clean_spread"], iv)
+        ]
+        lines += [f"### {NORM_LABELS[norm]} (clean accuracy %)", "", *md_table(header, rows)]
+        if f"datasize_{norm}" in figures:
+            lines += [f"![datasize_{norm}]({figures[f'datasize_{norm}']})", ""]
+    return lines
+
+
+def _compare(a: tuple[dict[str, Any], Any], b: tuple[dict[str, Any], Any]) -> tuple[float, str]:
+    """Difference b − a in points, and whether it exceeds the uncertainty."""
+    delta = 100 * (b[0]["mean"] - a[0]["mean"])
+    beyond = separated(range_of(*a), range_of(*b))
+    return delta, "beyond the uncertainty" if beyond else "within the uncertainty"
+
+
+def _tradeoff_findings(norm: str, r: dict[str, Any]) -> list[str]:
+    n = len(r["train_eps"])
+    clean = [(r["clean_spread"][i], (r.get("clean_interval") or [None] * n)[i]) for i in range(n)]
+    eps = r["train_eps"]
+    # robust accuracy at the smallest non-zero training ε (or the largest evaluation ε below
+    # it): at the largest budgets a strong attack leaves every small model near 0%
+    at_eps = min((e for e in eps if e > 0), default=0.0)
+    j = max((k for k, e in enumerate(r["eval_eps"]) if e <= at_eps), default=0)
+    riv = r.get("robust_interval")
+    robust = [(r["robust_spread"][i][j], None if riv is None else riv[i][j]) for i in range(n)]
+    d_clean, c_note = _compare(clean[0], clean[-1])
+    d_robust, r_note = _compare(robust[0], robust[-1])
+    label = NORM_LABELS[norm]
+    out = [
+        f"- {label} trade-off: training at ε = {eps[-1]:g} changes clean accuracy by "
+        f"{d_clean:+.1f} points ({pct(clean[0][0]['mean'])}% → {pct(clean[-1][0]['mean'])}%, "
+        f"{c_note}) and robust accuracy at ε = {r['eval_eps'][j]:g} by {d_robust:+.1f} points "
+        f"({pct(robust[0][0]['mean'])}% → {pct(robust[-1][0]['mean'])}%, {r_note})."
+    ]
+    if n > 2:
+        best = max(range(1, n), key=lambda i: clean[i][0]["mean"])
+        d_best, b_note = _compare(clean[0], clean[best])
+        if d_best > 0:
+            verdict = "a gain" if b_note.startswith("beyond") else "not an effect this run can show"
+            out.append(
+                f"- {label}: the most accurate robust model (ε = {eps[best]:g}) is "
+                f"{d_best:+.1f} points from the standard model's clean accuracy, {b_note}: "
+                f"{verdict}."
+            )
+    return out
+
+
+def _datasize_findings(norm: str, r: dict[str, Any]) -> list[str]:
+    if len(r["train_eps"]) < 2:
+        return []
+    iv = r.get("clean_interval")
+
+    def at(i: int, c: int) -> tuple[dict[str, Any], Any]:
+        return r["clean_spread"][i][c], None if iv is None else iv[i][c]
+
+    small_n, full_n = r["train_sizes"][0], r["train_sizes"][-1]
+    d_small, n_small = _compare(at(0, 0), at(1, 0))
+    d_full, n_full = _compare(at(0, -1), at(len(r["train_eps"]) - 1, -1))
+    gain = d_small > 0 and n_small.startswith("beyond")
+    cost = d_full < 0 and n_full.startswith("beyond")
+    verdict = {
+        (True, True): "the run supports both halves of the paper's claim",
+        (False, True): "the run supports the cost at full size but shows no small-data gain",
+        (True, False): "the run shows a small-data gain but no cost at full size",
+        (False, False): "the run supports neither half of the paper's claim at this size",
+    }[(gain, cost)]
+    label = NORM_LABELS[norm]
+    return [
+        f"- {label} data size: with n = {small_n} the smallest ε ({r['train_eps'][1]:g}) changes "
+        f"clean accuracy by {d_small:+.1f} points ({n_small}); with n = {full_n} the largest ε "
+        f"({r['train_eps'][-1]:g}) by {d_full:+.1f} points ({n_full}): {verdict}."
+    ]
+
+
 def _findings(results: dict[str, Any]) -> list[str]:
-    """One line per norm and study: the numbers the paper's claims are about."""
     out = []
     for norm, r in results.get("tradeoff", {}).items():
-        clean, eps = r["clean"], r["train_eps"]
-        best = max(range(len(clean)), key=lambda i: clean[i])
-        # Robust accuracy at the largest training budget (or the nearest evaluation ε below it).
-        j = max((k for k, e in enumerate(r["eval_eps"]) if e <= eps[-1]), default=0)
-        robust = [row[j] for row in r["robust"]]
-        out.append(
-            f"- {NORM_LABELS[norm]} trade-off: clean accuracy {_pct(clean[0])}% for the standard "
-            f"model, {_pct(clean[-1])}% at training ε = {eps[-1]:g} (highest {_pct(clean[best])}% "
-            f"at ε = {eps[best]:g}); robust accuracy at ε = {r['eval_eps'][j]:g}: "
-            f"{_pct(robust[0])}% for the standard model, {_pct(robust[-1])}% at training "
-            f"ε = {eps[-1]:g}."
-        )
+        out += _tradeoff_findings(norm, r)
     for norm, r in results.get("datasize", {}).items():
-        if len(r["train_eps"]) < 2:
-            continue
-        cols = [0, len(r["train_sizes"]) - 1]
-        gaps = "; ".join(
-            f"n = {r['train_sizes'][c]}: "
-            + ", ".join(f"{100 * (row[c] - r['clean'][0][c]):+.1f}" for row in r["clean"][1:])
-            for c in cols
-        )
-        eps = ", ".join(f"{e:g}" for e in r["train_eps"][1:])
-        out.append(
-            f"- {NORM_LABELS[norm]} data size: clean accuracy of ε = {eps} minus the standard "
-            f"model's, in points: {gaps}."
-        )
+        out += _datasize_findings(norm, r)
     return ["## Findings", "", *out, ""] if out else []
 
 
@@ -307,40 +241,48 @@ def _markdown(results: dict[str, Any], run: dict[str, Any], figures: dict[str, s
         if data
         else s["data"]
     )
+    attack = results.get("evaluation", {}).get("attack", "")
+    seeds = ", ".join(map(str, s["seeds"]))
     lines = [
         "# advtrade report: robustness may be at odds with accuracy",
         "",
-        f"advtrade {run['advtrade_version']} · data: {where} · seed {s['seed']} · "
+        f"advtrade {run['advtrade_version']} · data: {where} · seed(s) {seeds} · "
         f"{'quick' if s['quick'] else 'full'} run · {run['seconds']['total']:.0f} s on "
-        f"{run['threads']} thread(s) · experiments: {', '.join(s['experiments'])}",
+        f"{run['threads']} thread(s), device {results.get('device', 'cpu')} · experiments: "
+        f"{', '.join(s['experiments'])}",
         "",
         "Reproduces the trade-off of Tsipras et al., *Robustness May Be at Odds with Accuracy* "
-        "(ICLR 2019). All numbers are in `results.json` (the same settings and seed give the "
-        "same numbers); timings in `run.json`.",
+        "(ICLR 2019). All numbers are in `results.json`, timings in `run.json`, the trained "
+        "models' weights in `models/`. The same settings and seeds give the same numbers on the "
+        "same machine, thread count and device; elsewhere floating-point differences move "
+        "accuracies by about a point, so read them with their spread."
+        + (f" Every robust accuracy is measured with {attack}." if attack else ""),
         "",
         *_findings(results),
     ]
     if "synthetic" in results:
         lines += _synthetic_md(results["synthetic"], figures)
     if "tradeoff" in results:
-        lines += _tradeoff_md(results["tradeoff"], figures)
+        lines += _tradeoff_md(results["tradeoff"], attack, figures)
     if "datasize" in results:
         lines += _datasize_md(results["datasize"], figures)
     if "perception" in results:
         lines += _perception_md(results["perception"])
     if not figures and importlib.util.find_spec("matplotlib") is None:
         lines += ["No figures: matplotlib is not installed (pip install 'advtrade[plot]').", ""]
+    optimizer = "Adam" if s["optimizer"] == "adam" else "SGD with momentum 0.9"
     lines += [
         "## Settings",
         "",
-        f"Small CNNs trained with Adam (lr {s['lr']:g}, batch {s['batch_size']}, cosine decay) "
-        f"for {s['epochs']} epochs at full size, PGD adversarial training with "
-        f"{s['train_steps']} steps and ε warm-up over {s['warmup']} epochs; evaluation with "
-        f"{s['eval_steps']}-step PGD. Training ε: ℓ∞ {_eps(s['linf_eps'])}; ℓ2 "
-        f"{_eps(s['l2_eps'])}. Evaluation ε: ℓ∞ {_eps(s['linf_eval_eps'])}; ℓ2 "
-        f"{_eps(s['l2_eval_eps'])}. Data-size study: n = "
-        f"{', '.join(map(str, s['train_sizes']))} and the full training set, at ε = 0 and the "
-        "smallest and largest non-zero training ε of each norm.",
+        f"{s['model']} models trained with {optimizer} (lr {s['lr']:g}, weight decay "
+        f"{s['weight_decay']:g}, batch {s['batch_size']}, cosine decay"
+        f"{', random crop and flip' if s['augment'] else ''}) for {s['epochs']} epochs at full "
+        f"size, PGD adversarial training with {s['train_steps']} steps and ε warm-up over "
+        f"{s['warmup']} epochs; evaluation with {attack or s['eval_attack']}. Training ε: ℓ∞ "
+        f"{eps_text(s['linf_eps'])}; ℓ2 {eps_text(s['l2_eps'])}. Evaluation ε: ℓ∞ "
+        f"{eps_text(s['linf_eval_eps'])}; ℓ2 {eps_text(s['l2_eval_eps'])}. Data-size study: n "
+        f"= {', '.join(map(str, s['train_sizes'])) or '–'} and the full training set, at ε = 0 "
+        "and the smallest and largest non-zero training ε of each norm.",
         "",
         "## Reproduce",
         "",
@@ -356,6 +298,6 @@ def _markdown(results: dict[str, Any], run: dict[str, Any], figures: dict[str, s
 
 def write_report(folder: ReportFolder, results: dict[str, Any], run: dict[str, Any]) -> None:
     """CSV tables, figures, then ``report.md`` (last: it marks a finished report)."""
-    _write_tables(folder, results)
-    figures = _write_figures(folder, results)
+    write_tables(folder, results)
+    figures = write_figures(folder, results)
     folder.write_text("report.md", _markdown(results, run, figures))

@@ -9,21 +9,21 @@ steps and only the amount of data differs.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from ..datasets import Split, load_dataset
-from ._models import (
-    ModelSpec,
-    Progress,
-    evaluate_model,
-    model_key,
-    timed,
-    train_model,
-)
+from ..datasets import Split
+from ..training._checkpoint import atomic_save
+from ._data import load_split
+from ._models import ModelSpec, evaluate_model, make_model, model_key, timed, train_model
+from ._progress import Progress
 from ._settings import Settings
 
 __all__ = ["NORMS", "datasize_eps", "plan_models", "run_models", "summarise"]
@@ -38,12 +38,15 @@ def datasize_eps(train_eps: Iterable[float]) -> tuple[float, ...]:
     return tuple(sorted({0.0, *nonzero[:1], *nonzero[-1:]}))
 
 
-def _spec(settings: Settings, norm: str, eps: float, size: int, full: int) -> ModelSpec:
+def _spec(
+    settings: Settings, norm: str, eps: float, size: int, full: int, seed: int
+) -> ModelSpec:
     bs = settings.batch_size
     ratio = math.ceil(full / bs) / math.ceil(size / bs)  # equal optimiser steps for every size
     epochs = max(1, math.ceil(settings.epochs * ratio - 1e-9))
     warmup = max(1, math.ceil(settings.warmup * ratio - 1e-9))
-    return ModelSpec(None if eps == 0 else norm, float(eps), size, epochs, min(warmup, epochs))
+    norm_ = None if eps == 0 else norm
+    return ModelSpec(norm_, float(eps), size, epochs, min(warmup, epochs), seed)
 
 
 def perception_norm(settings: Settings) -> str | None:
@@ -60,8 +63,9 @@ def plan_models(settings: Settings, full: int) -> list[ModelSpec]:
     specs: dict[str, ModelSpec] = {}
 
     def add(norm: str, eps: float, size: int) -> None:
-        spec = _spec(settings, norm, eps, size, full)
-        specs.setdefault(spec.key, spec)
+        for seed in settings.seeds:
+            spec = _spec(settings, norm, eps, size, full, seed)
+            specs.setdefault(spec.key, spec)
 
     chosen = settings.experiments
     if "tradeoff" in chosen:
@@ -82,96 +86,146 @@ def plan_models(settings: Settings, full: int) -> list[ModelSpec]:
     return list(specs.values())
 
 
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def run_models(
-    specs: list[ModelSpec], full_split: Split, settings: Settings, progress: Progress
+    specs: list[ModelSpec],
+    settings: Settings,
+    progress: Progress,
+    *,
+    device: torch.device,
+    work: Path,
+    folder: Path,
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
     """Train and evaluate every planned model; returns the models and their records by key.
 
     A record holds the training summary and, per norm it is evaluated under (both for the
     standard model), the clean accuracy and the robust-accuracy curve over the evaluation ε.
+    Each finished model's weights and record go to ``work/<key>/`` (so an interrupted run
+    resumes without retraining it; a model interrupted mid-training resumes from its last
+    epoch) and its weights to ``folder/models/<key>.pt``.
     """
-    splits: dict[int, Split] = {full_split.x_train.shape[0]: full_split}
+    splits: dict[int | None, Split] = {}
     batch, steps = settings.batch_size, settings.train_steps
     progress.start(sum(s.cost(batch, steps) for s in specs), len(specs))
     models: dict[str, nn.Module] = {}
     records: dict[str, dict[str, Any]] = {}
+    (folder / "models").mkdir(parents=True, exist_ok=True)
     try:
         for spec in specs:
             if spec.train_size not in splits:
-                splits[spec.train_size] = load_dataset(
-                    settings.data, seed=settings.seed, train_size=spec.train_size
-                )
+                splits[spec.train_size] = load_split(settings, spec.train_size)
             split = splits[spec.train_size]
-            progress.begin(spec)
-            (model, summary), seconds = timed(
-                train_model,
-                spec,
-                split,
-                seed=settings.seed,
-                steps=steps,
-                batch_size=batch,
-                lr=settings.lr,
-                progress=progress,
-            )
-            norms = NORMS if spec.norm is None else (spec.norm,)
-            curves = {
-                norm: evaluate_model(
-                    model,
-                    split,
-                    norm,
-                    settings.eval_eps(norm),
-                    steps=settings.eval_steps,
-                    seed=settings.seed,
+            progress.begin(spec.label)
+            here = work / spec.key
+            here.mkdir(parents=True, exist_ok=True)
+            if (here / "record.json").is_file() and (here / "model.pt").is_file():
+                model = make_model(settings, split.input_shape, split.num_classes)
+                model.load_state_dict(torch.load(here / "model.pt", weights_only=True))
+                model.to(device).eval()
+                record = json.loads((here / "record.json").read_text())
+                progress.advance(spec.cost(batch, steps))
+                progress.model_done(spec.label, "finished in an earlier run (resumed)")
+            else:
+                (model, summary), seconds = timed(
+                    train_model, spec, split, settings, device=device, progress=progress,
+                    work=here,
                 )
-                for norm in norms
-            }
-            clean = next(iter(curves.values()))["clean"]
-            progress.model_done(spec, seconds, clean)
+                norms = NORMS if spec.norm is None else (spec.norm,)
+                curves = {
+                    norm: evaluate_model(model, split, settings, norm, seed=spec.seed,
+                                         device=device)
+                    for norm in norms
+                }
+                clean = next(iter(curves.values()))["clean"]
+                record = {
+                    "key": spec.key,
+                    "norm": spec.norm,
+                    "train_eps": spec.eps,
+                    "train_size": spec.train_size,
+                    "seed": spec.seed,
+                    **summary,
+                    "warmup_epochs": spec.warmup,
+                    "clean": clean,
+                    "curves": curves,
+                }
+                atomic_save(model.state_dict(), here / "model.pt")
+                _write_json(here / "record.json", record)
+                detail = f"{spec.epochs} epochs, {seconds:.1f} s, clean {clean:.3f}"
+                progress.model_done(spec.label, detail)
+            shutil.copyfile(here / "model.pt", folder / "models" / f"{spec.key}.pt")
             models[spec.key] = model
-            records[spec.key] = {
-                "key": spec.key,
-                "norm": spec.norm,
-                "train_eps": spec.eps,
-                "train_size": spec.train_size,
-                **summary,
-                "warmup_epochs": spec.warmup,
-                "clean": clean,
-                "curves": curves,
-            }
+            records[spec.key] = record
     finally:
         progress.close()
     return models, records
 
 
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
 def summarise(
     settings: Settings, records: dict[str, dict[str, Any]], full: int
 ) -> dict[str, dict[str, Any]]:
-    """The trade-off and data-size tables (whichever were run), per norm, from the records."""
+    """The trade-off and data-size tables (whichever were run), per norm, from the records:
+    per cell the mean over seeds and its spread (min, max, every seed's value), and with one
+    seed the binomial 95% interval of the test-set accuracy."""
     out: dict[str, dict[str, Any]] = {}
-    chosen = settings.experiments
+    chosen, seeds = settings.experiments, list(settings.seeds)
     if "tradeoff" in chosen:
         table: dict[str, Any] = {}
         for norm in NORMS:
-            rows = [records[model_key(norm, eps, full)] for eps in settings.train_eps(norm)]
-            table[norm] = {
-                "train_eps": [r["train_eps"] for r in rows],
-                "clean": [r["clean"] for r in rows],
+            eps_list = settings.train_eps(norm)
+            rows = [[records[model_key(norm, e, full, s)] for s in seeds] for e in eps_list]
+            n_eval = len(settings.eval_eps(norm))
+            clean = [_spread([r["clean"] for r in row]) for row in rows]
+            robust = [
+                [_spread([r["curves"][norm]["robust"][j] for r in row]) for j in range(n_eval)]
+                for row in rows
+            ]
+            entry: dict[str, Any] = {
+                "train_eps": list(eps_list),
                 "eval_eps": list(settings.eval_eps(norm)),
-                "robust": [r["curves"][norm]["robust"] for r in rows],
-                "models": [r["key"] for r in rows],
+                "seeds": seeds,
+                "clean": [c["mean"] for c in clean],
+                "clean_spread": clean,
+                "robust": [[c["mean"] for c in row] for row in robust],
+                "robust_spread": robust,
+                "models": [[r["key"] for r in row] for row in rows],
             }
+            if len(seeds) == 1:
+                curves = [row[0]["curves"][norm] for row in rows]
+                entry["clean_interval"] = [c["clean_interval"] for c in curves]
+                entry["robust_interval"] = [c["robust_interval"] for c in curves]
+            table[norm] = entry
         out["tradeoff"] = table
     if "datasize" in chosen:
         sizes = sorted({*settings.train_sizes, full})
         table = {}
         for norm in NORMS:
             eps_list = datasize_eps(settings.train_eps(norm))
-            grid = [[records[model_key(norm, e, n)] for n in sizes] for e in eps_list]
-            table[norm] = {
+            grid = [[[records[model_key(norm, e, n, s)] for s in seeds] for n in sizes]
+                    for e in eps_list]
+            spread = [[_spread([r["clean"] for r in cell]) for cell in row] for row in grid]
+            entry = {
                 "train_sizes": sizes,
                 "train_eps": list(eps_list),
-                "epochs": [[r["epochs"] for r in row] for row in grid],
-                "clean": [[r["clean"] for r in row] for row in grid],
+                "seeds": seeds,
+                "epochs": [[cell[0]["epochs"] for cell in row] for row in grid],
+                "clean": [[c["mean"] for c in row] for row in spread],
+                "clean_spread": spread,
             }
+            if len(seeds) == 1:
+                entry["clean_interval"] = [
+                    [next(iter(cell[0]["curves"].values()))["clean_interval"] for cell in row]
+                    for row in grid
+                ]
+            table[norm] = entry
         out["datasize"] = table
     return out

@@ -10,7 +10,6 @@ trainer.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Sized
@@ -20,6 +19,7 @@ from typing import Any, Protocol, TextIO
 import torch
 from torch import nn
 
+from .._optional import tqdm_available
 from .._validation import check_choice
 from ._history import History, Record, format_record, shown_metrics
 from ._objectives import Objective, StepOutput
@@ -30,7 +30,6 @@ __all__ = [
     "TqdmProgress",
     "TrainerView",
     "make_progress",
-    "tqdm_available",
 ]
 
 
@@ -136,11 +135,6 @@ class TqdmProgress(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def tqdm_available() -> bool:
-    """Whether the optional dependency tqdm is installed (``advtrade[progress]``)."""
-    return importlib.util.find_spec("tqdm") is not None
 
 
 def make_progress(progress: str | None) -> Callback | None:
