@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._apgd import APGD, APGDT
 from ._base import Attack
 from ._combinators import WorstOf
+from ._fab import FAB
 from ._pgd import FGSM, PGD
 
-__all__ = ["APGD", "APGDT", "FGSM", "PGD", "Attack", "WorstOf"]
+__all__ = ["APGD", "APGDT", "FAB", "FGSM", "PGD", "Attack", "WorstOf"]
