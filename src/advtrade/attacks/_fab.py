@@ -1,0 +1,376 @@
+"""FAB (Croce & Hein, ICML 2020): the fast adaptive boundary attack, untargeted and FAB-T.
+
+FAB is a *minimum-norm* attack: rather than climbing a loss inside the ε-ball it searches for
+the adversarial point closest to the input, then keeps it only if it lies within ε. Each step
+linearises the model at the current iterate, picks the decision boundary that looks closest,
+and projects both the iterate and the clean input onto that hyperplane intersected with the
+input domain (an exact, sorted solve, :func:`project_onto_hyperplane`); the step mixes the two
+projections, biased towards the clean input, and overshoots by ``eta``. Once an iterate is
+adversarial it is pulled back towards the clean input by ``beta``, so the iterates trace the
+boundary inwards. For a linear model the first step is already the exact minimal-norm point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._outputs import as_logits
+from .._validation import check_bool, check_choice, check_int, check_number
+from ..guard import ModelMode
+from ..losses import margin_loss
+from ..threats import Domain, ThreatModel
+from ._base import Attack
+from ._core import Ascent, check_iterative
+
+__all__ = ["FAB", "project_onto_hyperplane"]
+
+_MIN_STEP = 1e-8  # floor of the two projection lengths in FAB's bias weight (the reference's)
+_L2_NEGLIGIBLE = 1e-12  # ℓ2: weights below this fraction of the largest one count as zero
+
+
+def _col(v: Tensor, like: Tensor) -> Tensor:
+    """A (B,) tensor viewed as (B, 1, ..., 1) to act on whole examples of ``like``."""
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+# -- the projection onto hyperplane ∩ box -----------------------------------------------------
+
+
+def _step_to_plane(t: Tensor, w: Tensor, c: Tensor, p: float, domain: Domain) -> Tensor:
+    """For each row: the ``d`` of least ℓp norm (p = ∞ or 2) with ``⟨w, d⟩ = −c`` and ``t + d``
+    in the box ``domain`` (unbounded for ``None``); where no such ``d`` exists, the ``d`` that
+    moves every coordinate to its face towards the plane (the corner where ⟨w, ·⟩ comes
+    closest to b).
+
+    Rows are independent problems: ``t`` and ``w`` are (N, n), ``c`` = ⟨w, t⟩ − b is (N,).
+    Coordinates with ``w_i = 0`` never move.
+
+    With the orientation fixed so that c ≥ 0, coordinate i moves by ``−sign(w_i)·m_i`` with room
+    ``r_i`` to its face. For ℓ∞, ``m_i = min(λ, r_i)``; for ℓ2 (KKT) ``m_i = min(α|w_i|, r_i)``
+    = ``|w_i|·min(α, r_i/|w_i|)``. Both are ``Σ v_i·min(λ, ρ_i) = c`` for a scalar λ
+    (ℓ∞: v = |w|, ρ = r; ℓ2: v = w², ρ = r/|w|), a nondecreasing piecewise-linear function of λ
+    whose breakpoints are the sorted ρ: evaluating it at all of them (one sort and two cumulative
+    sums) finds the segment holding the solution, where it is linear.
+    """
+    sign = torch.where(c < 0, -1.0, 1.0).to(w.dtype)
+    w = w * sign[:, None]
+    c = c * sign
+    # The problem is invariant to scaling (w, c) together: scale the largest |w_i| to 1.
+    scale = w.abs().amax(dim=1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    w = w / scale[:, None]
+    c = c / scale
+    a, direction = w.abs(), w.sign()
+    if p == 2.0:
+        active = a > _L2_NEGLIGIBLE
+        a = torch.where(active, a, torch.zeros_like(a))
+        direction = torch.where(active, direction, torch.zeros_like(direction))
+        v = a * a
+    else:
+        v = a
+    if domain is None:  # no face: λ = c / Σv
+        total = v.sum(dim=1)
+        lam = torch.where(total > 0, c / torch.where(total > 0, total, 1.0), 0.0)
+        m = lam[:, None].expand_as(a)
+    else:
+        low, high = domain
+        room = torch.where(w > 0, t - low, high - t).clamp_min(0.0)
+        if p == 2.0:
+            rho = torch.where(a > 0, room / torch.where(a > 0, a, 1.0), torch.zeros_like(a))
+        else:
+            rho = room
+        lam = _solve_breakpoints(v, rho, c)
+        m = torch.minimum(lam[:, None], rho)
+    if p == 2.0:
+        m = a * m
+    return -direction * m
+
+
+def _solve_breakpoints(v: Tensor, rho: Tensor, c: Tensor) -> Tensor:
+    """The least λ ≥ 0 with ``Σ_i v_i·min(λ, ρ_i) = c`` per row (v, ρ ≥ 0, c ≥ 0), or +inf
+    where even λ = ∞ falls short."""
+    n = v.shape[1]
+    rho_s, order = rho.sort(dim=1)
+    v_s = v.gather(1, order)
+    prefix = torch.cumsum(v_s * rho_s, dim=1)  # Σ_{i≤j} v_i ρ_i
+    suffix = torch.cumsum(v_s.flip(1), dim=1).flip(1)  # Σ_{i≥j} v_i
+    after = F.pad(suffix[:, 1:], (0, 1))  # Σ_{i>j} v_i
+    at_breaks = torch.cummax(prefix + rho_s * after, dim=1).values  # the sum at λ = ρ_(j)
+    k = (at_breaks < c[:, None]).sum(dim=1)  # the solution lies in (ρ_(k−1), ρ_(k)]
+    feasible = k < n
+    kk = k.clamp(max=n - 1)[:, None]
+    before = F.pad(prefix, (1, 0)).gather(1, k[:, None]).squeeze(1)  # Σ_{i<k} v_i ρ_i
+    slope = suffix.gather(1, kk).squeeze(1)  # Σ_{i≥k} v_i
+    lam = torch.where(slope > 0, (c - before) / torch.where(slope > 0, slope, 1.0), 0.0)
+    lower = F.pad(rho_s, (1, 0)).gather(1, k[:, None]).squeeze(1)  # ρ_(k−1), 0 for k = 0
+    lam = torch.minimum(torch.maximum(lam, lower), rho_s.gather(1, kk).squeeze(1))
+    return torch.where(feasible, lam, torch.full_like(lam, math.inf))
+
+
+def project_onto_hyperplane(
+    t: Tensor, w: Tensor, b: Tensor, *, p: float, domain: Domain = (0.0, 1.0)
+) -> Tensor:
+    """The smallest move ``d`` (in ℓ∞ or ℓ2) from each row of ``t`` onto ``{z : ⟨w, z⟩ = b}``
+    with ``t + d`` inside the box ``domain`` (``None``: unbounded), or, where the plane misses
+    the box, the move to the corner where ``⟨w, ·⟩`` comes closest to ``b`` (every coordinate
+    to its face towards the plane).
+
+    ``t`` and ``w`` are (N, n), ``b`` is (N,); batched, one sort per row. This is FAB's
+    projection; coordinates with ``w_i = 0`` stay where they are.
+
+    Examples:
+        >>> import torch
+        >>> t, w, b = torch.tensor([[0.2, 0.9]]), torch.tensor([[1.0, 2.0]]), torch.tensor([2.4])
+        >>> project_onto_hyperplane(t, w, b, p=2.0, domain=None)  # along w: 0.9 + 0.16 > 1
+        tensor([[0.0800, 0.1600]])
+        >>> project_onto_hyperplane(t, w, b, p=2.0)  # in [0, 1]: the second coordinate stops
+        tensor([[0.2000, 0.1000]])
+    """
+    if p not in (math.inf, 2.0):
+        raise ValueError(f"p must be inf or 2, got {p!r}")
+    c = (w * t).sum(dim=1) - b
+    return _step_to_plane(t, w, c, p, domain)
+
+
+# -- the linearised boundary ------------------------------------------------------------------
+
+
+def _margin_to_target(logits: Tensor, pairs: Tensor) -> Tensor:
+    """``z_t − z_y`` for rows ``[y, t]`` of ``pairs``: positive once t beats y."""
+    return logits.gather(1, pairs[:, 1:]).squeeze(1) - logits.gather(1, pairs[:, :1]).squeeze(1)
+
+
+def _finite(g: Tensor) -> Tensor:
+    """``g`` with NaN as 0 and ±inf as the largest finite values (a finite hyperplane)."""
+    big = torch.finfo(g.dtype).max
+    return torch.nan_to_num(g, nan=0.0, posinf=big, neginf=-big)
+
+
+def _closest_boundary(
+    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel
+) -> tuple[Tensor, Tensor]:
+    """At ``x``: ``f = z_k − z_y`` and ``w = ∇ₓ(z_k − z_y)`` (flattened) for the class k ≠ y
+    whose linearised boundary is nearest, ``|f| / ‖w‖_*``. One forward pass and one backward
+    pass per class (the Jacobian), keeping only the running nearest."""
+    x = x.detach().requires_grad_(True)
+    logits = as_logits(model(x), x.shape[0])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    diff = logits - logits.gather(1, y[:, None])
+    n, classes = diff.shape
+    best = torch.full((n,), math.inf, device=x.device, dtype=diff.dtype)
+    f = torch.zeros(n, device=x.device, dtype=diff.dtype)
+    w = torch.zeros(n, x[0].numel(), device=x.device, dtype=x.dtype)
+    for k in range(classes):
+        (g,) = torch.autograd.grad(diff[:, k].sum(), x, retain_graph=k < classes - 1)
+        g = _finite(g.flatten(1))
+        fk = diff[:, k].detach()
+        norm = threat.dual_norm(g.to(diff.dtype), dim=1)
+        dist = fk.abs() / torch.where(norm > 0, norm, 1.0)
+        dist = torch.where((norm > 0) & (y != k) & torch.isfinite(fk), dist, math.inf)
+        nearer = dist < best
+        best = torch.where(nearer, dist, best)
+        f = torch.where(nearer, fk, f)
+        w = torch.where(nearer[:, None], g, w)
+    return f, w
+
+
+# -- the attack -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FAB(Attack):
+    """FAB (Croce & Hein 2020), the minimum-norm attack of AutoAttack, for ℓ∞ and ℓ2.
+
+    Each of ``steps`` iterations linearises the model at the iterate x₁, takes the boundary
+    between the true class and the class k whose linearised boundary is nearest, and projects
+    both x₁ and the clean x₀ onto that hyperplane ∩ domain (``d₁``, ``d₀``, exact solves). The
+    next iterate is ``(1−α)(x₁ + eta·d₁) + α(x₀ + eta·d₀)`` with ``α = min(‖d₁‖/(‖d₁‖+‖d₀‖),
+    alpha_max)``; an adversarial iterate is recorded if it is the nearest so far and then pulled
+    back to ``x₀ + beta·(x₁ − x₀)``. The result, per example, is the nearest adversarial point
+    found when its norm is at most ε (so inside ball ∩ domain), and the clean input otherwise:
+    FAB never projects a too-distant point into the ball. Examples misclassified at the input
+    come back unchanged; ``restarts`` rerun the examples not yet fooled within ε from random
+    starts in the ball of radius ε/2 (the threat's own random start; the first run starts at
+    x₀ unless ``random_start``).
+
+    FAB-T: ``target_classes=k`` replaces the nearest-boundary choice by one run per target, the
+    1st … k-th most likely wrong class at the clean input (``restarts`` runs each, only on the
+    examples still robust), each linearising only ``z_t − z_y``: one backward pass per step
+    instead of one per class. AutoAttack uses ``FAB(threat, target_classes=9)``. There is no
+    ``targeted=True``: in advtrade ``targeted`` means that ``y`` holds *target* classes (and
+    :func:`~advtrade.evaluate` refuses such attacks), whereas FAB-T takes the *true* labels and
+    succeeds on any misclassification, as in AutoAttack; so ``targeted`` stays ``False`` and the
+    target count is its own field. With C classes at most C − 1 targets exist (checked at the
+    call).
+
+    Cost per run: ``steps`` × (one forward pass and C backward passes — one with FAB-T — plus a
+    forward pass to check the new iterate).
+
+    Examples:
+        A linear model whose logits are the input itself: class 0 wins iff x0 > x1, so the
+        nearest misclassified point of (0.6, 0.4) is 0.1 away in ℓ∞.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from advtrade import LinfBall
+        >>> from advtrade.attacks import FAB
+        >>> model = nn.Linear(2, 2, bias=False)
+        >>> model.weight = nn.Parameter(torch.eye(2))
+        >>> x, y = torch.tensor([[0.6, 0.4]]), torch.tensor([0])
+        >>> x_adv = FAB(LinfBall(0.15), steps=10)(model, x, y)
+        >>> model(x_adv).argmax(1), round(float((x_adv - x).abs().max()), 2)
+        (tensor([1]), 0.1)
+        >>> torch.equal(FAB(LinfBall(0.09), steps=10)(model, x, y), x)  # none within ε
+        True
+    """
+
+    threat: ThreatModel
+    steps: int = 100
+    restarts: int = 1
+    target_classes: int | None = None
+    alpha_max: float = 0.1
+    eta: float = 1.05
+    beta: float = 0.9
+    random_start: bool = False
+    mode: ModelMode = "eval"
+
+    def __post_init__(self) -> None:
+        check_iterative(self, self.threat, steps=self.steps, restarts=self.restarts)
+        if self.threat.p not in (math.inf, 2.0):
+            raise TypeError(
+                f"FAB supports the ℓ∞ and ℓ2 threat models (LinfBall, L2Ball), got "
+                f"{type(self.threat).__name__} with p={self.threat.p}"
+            )
+        if self.target_classes is not None:
+            check_int("target_classes", self.target_classes, minimum=1)
+        check_number("alpha_max", self.alpha_max, minimum=0.0, maximum=1.0)
+        check_number("eta", self.eta, minimum=1.0)
+        check_number("beta", self.beta, minimum=0.0, maximum=1.0, strict=True)
+        check_bool("random_start", self.random_start)
+        check_choice("mode", self.mode, ("eval", "as_is"))
+
+    def with_threat(self, threat: ThreatModel) -> FAB:
+        return replace(self, threat=threat)
+
+    def with_mode(self, mode: ModelMode) -> FAB:
+        return replace(self, mode=mode)
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None
+    ) -> Tensor:
+        if y.is_floating_point():
+            raise TypeError("FAB needs class labels y, not a distribution target")
+        check = Ascent(model, y, margin_loss)
+        clean = check(x, grad=False)
+        y = check.y  # class indices (±1 binary labels mapped to 0/1)
+        classes = clean.logits.shape[1]
+        targets: list[int | None] = [None]
+        ranked = None
+        if self.target_classes is not None:
+            if self.target_classes > classes - 1:
+                raise ValueError(
+                    f"target_classes={self.target_classes} needs a model with at least "
+                    f"{self.target_classes + 1} classes; this model outputs {classes}. Use "
+                    f"target_classes <= {classes - 1}"
+                )
+            # Wrong classes by decreasing clean score: column k is each example's (k+1)-th target.
+            masked = clean.logits.scatter(1, y[:, None], -math.inf)
+            ranked = masked.argsort(dim=1, descending=True)
+            targets = list(range(self.target_classes))
+        assert clean.fooled is not None
+        robust = ~clean.fooled
+        out = x
+        for k in targets:
+            for restart in range(self.restarts):
+                todo = robust.nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    return out
+                target = None if ranked is None or k is None else ranked[todo, k]
+                found, ok = self._run(
+                    model,
+                    x[todo],
+                    y[todo],
+                    target,
+                    self.threat.select(todo),
+                    self.random_start or restart > 0,
+                    generator,
+                )
+                out = out.index_put((todo[ok],), found[ok])
+                robust[todo[ok]] = False
+        return out
+
+    def _run(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        threat: ThreatModel,
+        random: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """One FAB run from x₀ (or a random start): each example's nearest adversarial point
+        found (x₀ where none), and whether it was found within ε."""
+        n, dtype = x0.shape[0], x0.dtype
+        work = torch.promote_types(dtype, torch.float32)  # the projections' precision
+        if target is None:
+            check = Ascent(model, y, margin_loss)
+
+            def boundary(z: Tensor) -> tuple[Tensor, Tensor]:
+                return _closest_boundary(model, z, y, threat)
+
+        else:
+            check = Ascent(model, y, _margin_to_target, loss_target=torch.stack([y, target], 1))
+
+            def boundary(z: Tensor) -> tuple[Tensor, Tensor]:
+                point = check(z, score=False)
+                assert point.grad is not None
+                return point.objective.detach(), _finite(point.grad.flatten(1))
+
+        start = x0
+        if random:
+            half = threat.eps / 2
+            start = threat.with_eps(half).random_start(x0, generator)
+        x1 = start.to(work)
+        origin = x0.to(work)
+        flat0 = origin.flatten(1)
+        best = x0
+        best_norm = torch.full((n,), math.inf, device=x0.device, dtype=work)
+        for _ in range(self.steps):
+            f, w = boundary(x1.to(dtype))
+            with torch.no_grad():
+                f, w = f.to(work), w.to(work)
+                flat1 = x1.flatten(1)
+                # c = ⟨w, t⟩ − b for the plane {z : f + ⟨w, z − x₁⟩ = 0}, at t = x₁ and t = x₀
+                c = torch.cat([f, f + ((flat0 - flat1) * w).sum(dim=1)])
+                d = _step_to_plane(
+                    torch.cat([flat1, flat0]), torch.cat([w, w]), c, threat.p, threat.domain
+                )
+                lengths = threat.norm(d).clamp_min(_MIN_STEP)
+                a1, a0 = lengths[:n], lengths[n:]
+                alpha = (a1 / (a1 + a0)).clamp(0.0, self.alpha_max)[:, None]
+                moved = (1 - alpha) * (flat1 + self.eta * d[:n]) + alpha * (
+                    flat0 + self.eta * d[n:]
+                )
+                x1 = threat.clip_domain(moved.view_as(origin))
+                x1 = torch.where(torch.isfinite(x1), x1, origin)
+                candidate = x1.to(dtype)
+            fooled = check(candidate, grad=False).fooled
+            assert fooled is not None
+            with torch.no_grad():
+                dist = threat.norm(candidate.to(work) - origin)
+                nearer = fooled & (dist < best_norm)
+                best = torch.where(_col(nearer, x0), candidate, best)
+                best_norm = torch.where(nearer, dist, best_norm)
+                x1 = torch.where(_col(fooled, x1), torch.lerp(origin, x1, self.beta), x1)
+        eps = threat.eps
+        if isinstance(eps, Tensor):
+            eps = eps.to(device=x0.device, dtype=work)
+        ok = best_norm <= eps
+        return best, ok
