@@ -103,7 +103,7 @@ def test_quick_report_datasize_and_models(results: dict) -> None:
         assert epochs[0] > epochs[-1]  # smaller sets train longer: equal optimiser steps
     keys = [m["key"] for m in results["models"]]
     assert len(keys) == len(set(keys))
-    standard = next(m for m in results["models"] if m["key"] == f"standard-n{full}")
+    standard = next(m for m in results["models"] if m["key"] == f"standard-n{full}-s0")
     assert set(standard["curves"]) == {"linf", "l2"}  # one standard model serves both norms
 
 
@@ -131,7 +131,7 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
     assert (a / "tradeoff.csv").read_bytes() == (b / "tradeoff.csv").read_bytes()
     # A second run into the same folder replaces the earlier report, leaving nothing else.
     assert _run("--experiment", "synthetic", "--seed", "1", "--quiet", "--out", str(a)) == 0
-    assert json.loads((a / "results.json").read_text())["settings"]["seed"] == 1
+    assert json.loads((a / "results.json").read_text())["settings"]["seeds"] == [1]
     assert not (a / "tradeoff.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 

@@ -118,7 +118,7 @@ def test_csv_log_equals_the_history_and_widens_for_new_keys(tmp_path: Path) -> N
     train, evaluation = _loaders()
     trainer.fit(train, 3, evaluation)
     header, rows = _read_csv(path)
-    assert header == [*CSVLogger.COLUMNS, "extra_metric"]
+    assert header == [*CSVLogger.COLUMNS, "best_epoch", "extra_metric"]  # fit's own extra key
     assert rows == _as_csv_records(trainer.history, header)
     assert len(rows) == 3 and rows[0]["extra_metric"] is None
     # every base column was measured in this run except train_clean_acc (AT sees no clean
@@ -169,7 +169,7 @@ def test_a_log_gets_the_epochs_it_missed_from_the_history(tmp_path: Path) -> Non
     trainer.fit(train, 3, evaluation)
     for log in (path, late):
         header, rows = _read_csv(log)
-        assert header == [*CSVLogger.COLUMNS, "extra_metric"]
+        assert header == [*CSVLogger.COLUMNS, "best_epoch", "extra_metric"]  # fit's own extra key
         assert [r["epoch"] for r in rows] == [1, 2, 3]
         assert rows == _as_csv_records(trainer.history, header)
 

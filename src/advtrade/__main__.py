@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .experiments import main
+from .experiments._cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

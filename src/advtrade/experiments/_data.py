@@ -19,7 +19,7 @@ def _cifar10(root: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x_train, y_train = load_local("cifar10", root, train=True)
         x_test, y_test = load_local("cifar10", root, train=False)
     except (FileNotFoundError, ValueError) as exc:
-        raise RunError(f"--data-dir {root}: {exc}") from None
+        raise RunError(f"--data-dir {root}: {' '.join(str(exc).split())}") from None
     return x_train, y_train, x_test, y_test
 
 
