@@ -14,7 +14,7 @@ from torch import nn
 import advtrade as at
 from advtrade.losses import cross_entropy
 
-from .conftest import SmallCNN
+from .conftest import Counting, SmallCNN, assert_untouched, snapshot
 
 F64 = torch.float64
 
@@ -179,25 +179,6 @@ def test_loss_never_below_clean_loss_without_random_start(shape, eps, norm, step
 # -- 3. model hygiene -----------------------------------------------------------------------
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "params": [p.detach().clone() for p in model.parameters()],
-        "buffers": [b.clone() for b in model.buffers()],
-    }
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a["training"] == b["training"]
-    assert a["requires_grad"] == b["requires_grad"]
-    for u, v in zip(a["grad"], b["grad"]):
-        assert (u is None and v is None) or torch.equal(u, v)
-    for key in ("params", "buffers"):
-        assert all(torch.equal(u, v) for u, v in zip(a[key], b[key]))
-
-
 def prepared_model(config: str) -> nn.Module:
     torch.manual_seed(0)
     model = SmallCNN(batchnorm=True, dropout=0.3)
@@ -232,7 +213,7 @@ def test_attack_leaves_model_untouched(config, name, norm):
     x = torch.rand(16, 1, 8, 8)
     y = torch.randint(0, 10, (16,))
     x_adv = ATTACKS[name](norm(0.3))(model, x, y, generator=gen(0))
-    assert_same(before, snapshot(model))
+    assert_untouched(before, model)
     assert not x_adv.requires_grad and x_adv.grad_fn is None  # no autograd graph kept alive
 
 
@@ -250,7 +231,7 @@ def test_model_restored_when_the_model_raises():
     with pytest.raises(RuntimeError, match="boom"):
         at.PGD(at.LinfBall(0.1), steps=5)(model, torch.rand(4, 1, 8, 8), torch.zeros(4).long())
     handle.remove()
-    assert_same(before, snapshot(model))
+    assert_untouched(before, model)
 
 
 def test_eval_mode_is_the_default_and_as_is_keeps_train_mode():
@@ -293,23 +274,12 @@ def test_robust_accuracy_falls_with_eps_and_reaches_zero(digits_cnn, digits, nor
     assert accs[-1] == 0.0, accs
 
 
-class CountingModel(nn.Module):
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x):
-        self.rows += x.shape[0]
-        return self.inner(x)
-
-
 def test_early_stop_gives_the_same_accuracy_with_less_work(digits_cnn, digits):
     x, y = digits.x_test[:200], digits.y_test[:200]
-    model = CountingModel(digits_cnn)
+    model = Counting(digits_cnn)
     results = {}
     for early in (False, True):
-        model.rows = 0
+        model.reset()
         x_adv = at.PGD(at.LinfBall(0.1), steps=10, early_stop=early)(model, x, y, generator=gen(4))
         with torch.no_grad():
             results[early] = ((digits_cnn(x_adv).argmax(1) == y), model.rows)

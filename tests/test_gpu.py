@@ -11,7 +11,6 @@ import copy
 import datetime
 import math
 import os
-import socket
 from typing import Any
 
 import pytest
@@ -30,6 +29,8 @@ from advtrade.distributed import (
 )
 from advtrade.training import AdversarialTraining, RobustTrainer
 
+from .conftest import SmallCNN, free_port
+
 DEVICE = torch.device(os.environ.get("ADVTRADE_TEST_DEVICE", "cuda"))
 HAS_DEVICE = DEVICE.type != "cuda" or torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not HAS_DEVICE, reason="needs a CUDA GPU")
@@ -43,15 +44,7 @@ ATTACKS = {
 
 
 def _model() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, stride=2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 16, 10),
-    )
+    return SmallCNN(batchnorm=True)
 
 
 def _data(n: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,12 +119,6 @@ def test_one_training_epoch_on_the_device(amp: bool) -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ddp_worker(rank: int, port: int, world: int, device_type: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(
@@ -166,7 +153,7 @@ def test_two_process_amp_training_on_the_device() -> None:
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        mp.spawn(_ddp_worker, args=(_free_port(), 2, DEVICE.type), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(free_port(), 2, DEVICE.type), nprocs=2, join=True)
     finally:
         if saved is None:
             del os.environ["OMP_NUM_THREADS"]

@@ -34,15 +34,7 @@ from advtrade.training import (
 from advtrade.training._callbacks import make_progress
 from advtrade.training._context import configure_attack
 
-from .conftest import SmallCNN
-
-
-def _loader(n: int = 96, batch: int = 32, seed: int = 0, classes: int = 10) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=gen)
-    y = torch.randint(0, classes, (n,), generator=gen)
-    loader_gen = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, generator=loader_gen)
+from .conftest import SmallCNN, random_loader
 
 
 def _trainer(model: nn.Module, objective: object, **kwargs: object) -> RobustTrainer:
@@ -63,7 +55,7 @@ def test_every_objective_trains_and_reports(objective: LossObjective) -> None:
     torch.manual_seed(0)
     model = SmallCNN()
     before = copy.deepcopy(model.state_dict())
-    history = _trainer(model, objective).fit(_loader(), 2, _loader(64, seed=1))
+    history = _trainer(model, objective).fit(random_loader(), 2, random_loader(64, seed=1))
     assert len(history) == 2 and [r["epoch"] for r in history] == [1, 2]
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     rec = history[-1]
@@ -116,7 +108,7 @@ def test_custom_replay_objective_uses_ctx_optimize_several_times() -> None:
     torch.manual_seed(0)
     model = SmallCNN()
     objective = Replay(3, 0.1)
-    loader = _loader(64, 32)
+    loader = random_loader(64, 32)
     hist = _trainer(model, objective).fit(loader, 1)
     assert objective.steps == 3 * len(loader)
     assert all(g.shape == (32, 1, 8, 8) and g.abs().sum() > 0 for g in objective.grads)
@@ -160,7 +152,7 @@ def test_weight_updates_run_in_training_mode_and_attacks_in_attack_mode(attack_m
         return out
 
     trainer.evaluate = marked_evaluate  # type: ignore[method-assign]
-    trainer.fit(_loader(64), 3, _loader(32, seed=1))
+    trainer.fit(random_loader(64), 3, random_loader(32, seed=1))
     # the one-off probe for the number of classes (label checks): eval mode, no gradients
     assert spy.calls.pop(0) == ("nograd", False)
     updates = [mode for phase, mode in spy.calls if phase == "update"]
@@ -182,7 +174,7 @@ def test_train_mode_as_is_keeps_frozen_batchnorm() -> None:
     bn = model.features[1]
     bn.eval()  # frozen statistics
     stats = bn.running_mean.clone()
-    _trainer(model, Standard(), train_mode="as_is").fit(_loader(), 1)
+    _trainer(model, Standard(), train_mode="as_is").fit(random_loader(), 1)
     assert torch.equal(bn.running_mean, stats) and not bn.training and model.training
 
 
@@ -199,7 +191,7 @@ def test_fit_changes_only_parameters_buffers_and_optimizer_state() -> None:
     attrs = {name: set(vars(m)) for name, m in model.named_modules()}
     objective = TRADES(PGD(LinfBall(0.1), steps=2))
     trainer = RobustTrainer(model, opt, objective, progress=None)
-    trainer.fit(_loader(), 2, _loader(32, seed=1))
+    trainer.fit(random_loader(), 2, random_loader(32, seed=1))
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(a is b for a, b in zip(model.parameters(), params))
@@ -297,7 +289,7 @@ def test_eps_schedule_reaches_the_attack() -> None:
     torch.manual_seed(0)
     objective = Probe(PGD(LinfBall(0.3), steps=1, step_size=0.1))
     hist = _trainer(SmallCNN(), objective, eps_schedule=LinearWarmup(0.3, 3)).fit(
-        _loader(64), 4, _loader(32, seed=1)
+        random_loader(64), 4, random_loader(32, seed=1)
     )
     assert hist.column("eps") == pytest.approx([0.1, 0.2, 0.3, 0.3])
     assert seen == pytest.approx([0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3])
@@ -319,7 +311,8 @@ def test_scheduler_epoch_and_batch_intervals() -> None:
     model = SmallCNN()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    hist = RobustTrainer(model, opt, Standard(), scheduler=sched, progress=None).fit(_loader(), 3)
+    trainer = RobustTrainer(model, opt, Standard(), scheduler=sched, progress=None)
+    hist = trainer.fit(random_loader(), 3)
     assert hist.column("lr") == pytest.approx([0.1, 0.05, 0.025])
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0125)
     model = SmallCNN()
@@ -328,7 +321,7 @@ def test_scheduler_epoch_and_batch_intervals() -> None:
     trainer = RobustTrainer(
         model, opt, Standard(), scheduler=sched, scheduler_interval="batch", progress=None
     )
-    trainer.fit(_loader(96, 32), 1)
+    trainer.fit(random_loader(96, 32), 1)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 8)
 
 
@@ -356,7 +349,7 @@ def test_amp_on_cpu_trains_in_bfloat16() -> None:
 
     torch.manual_seed(0)
     model = SmallCNN()
-    hist = _trainer(model, Probe(), amp=True).fit(_loader(), 1)
+    hist = _trainer(model, Probe(), amp=True).fit(random_loader(), 1)
     assert dtypes and all(d == torch.bfloat16 for d in dtypes)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
     assert math.isfinite(hist[0]["loss"])
@@ -386,7 +379,7 @@ def test_callbacks_see_every_hook_in_order_and_can_stop() -> None:
 
     torch.manual_seed(0)
     trainer = _trainer(SmallCNN(), Standard(), callbacks=[Recorder(), Callback()])
-    trainer.fit(_loader(64, 32), 5)
+    trainer.fit(random_loader(64, 32), 5)
     assert events == [
         "fit_start",
         *("epoch_start 0", "batch 0", "batch 1", "epoch_end 1"),
@@ -409,13 +402,13 @@ def test_history_table_json_and_columns() -> None:
 
 def test_progress_modes(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     torch.manual_seed(0)
-    _trainer(SmallCNN(), Standard(), progress="plain").fit(_loader(), 2)
+    _trainer(SmallCNN(), Standard(), progress="plain").fit(random_loader(), 2)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("epoch 1/2  loss ")
-    _trainer(SmallCNN(), Standard(), progress=None).fit(_loader(), 1)
+    _trainer(SmallCNN(), Standard(), progress=None).fit(random_loader(), 1)
     assert capsys.readouterr() == ("", "")
     buf = io.StringIO()
-    _trainer(SmallCNN(), Standard(), callbacks=[PlainProgress(buf)]).fit(_loader(), 1)
+    _trainer(SmallCNN(), Standard(), callbacks=[PlainProgress(buf)]).fit(random_loader(), 1)
     assert buf.getvalue().startswith("epoch 1/1")
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert isinstance(make_progress("auto"), PlainProgress)
@@ -426,18 +419,18 @@ def test_progress_modes(capsys: pytest.CaptureFixture[str], monkeypatch) -> None
 def test_tqdm_progress_when_installed(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("tqdm")
     torch.manual_seed(0)
-    _trainer(SmallCNN(), Standard(), progress="tqdm").fit(_loader(), 1)
+    _trainer(SmallCNN(), Standard(), progress="tqdm").fit(random_loader(), 1)
     assert "epoch 1/1" in capsys.readouterr().err
 
 
 def test_fit_counts_epochs_over_the_whole_run() -> None:
     torch.manual_seed(0)
     trainer = _trainer(SmallCNN(), Standard())
-    trainer.fit(_loader(), 1)
-    trainer.fit(_loader(), 3)
+    trainer.fit(random_loader(), 1)
+    trainer.fit(random_loader(), 3)
     assert trainer.epoch == 3 and len(trainer.history) == 3
     with pytest.warns(UserWarning, match="already trained 3 epochs"):
-        trainer.fit(_loader(), 2)
+        trainer.fit(random_loader(), 2)
     assert trainer.epoch == 3
 
 
