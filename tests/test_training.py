@@ -50,8 +50,7 @@ OBJECTIVES = [Standard(), AdversarialTraining(ATTACK), TRADES(ATTACK, beta=1.0)]
 # ------------------------------------------------------------------------ the objective contract
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: type(o).__name__)
 def test_every_objective_trains_and_reports(objective: LossObjective) -> None:
-    """Each objective satisfies the protocol, changes the weights and fills the history."""
-    assert isinstance(objective, Objective)
+    """Each objective changes the weights and fills the history with what it measured."""
     torch.manual_seed(0)
     model = SmallCNN()
     before = copy.deepcopy(model.state_dict())
@@ -60,7 +59,12 @@ def test_every_objective_trains_and_reports(objective: LossObjective) -> None:
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     rec = history[-1]
     assert math.isfinite(rec["loss"]) and rec["lr"] == 1e-3 and rec["time"] > 0
-    assert 0 <= rec["eval_clean_acc"] <= 1
+    x, y = random_loader(64, seed=1).dataset.tensors
+    with torch.no_grad():
+        hits = int((model.eval()(x).argmax(1) == y).sum())  # the final model, counted by hand
+    assert rec["eval_clean_acc"] == hits / 64
+    if rec["eval_robust_acc"] is not None:  # robust means robust and clean
+        assert rec["eval_robust_acc"] <= rec["eval_clean_acc"]
     has_attack = not isinstance(objective, Standard)
     assert (rec["eval_robust_acc"] is not None) == has_attack
     assert (rec["train_robust_acc"] is not None) == has_attack
@@ -367,7 +371,7 @@ def test_callbacks_see_every_hook_in_order_and_can_stop() -> None:
             events.append(f"epoch_start {epoch}")
 
         def on_batch_end(self, trainer, batch_index, output):  # type: ignore[no-untyped-def]
-            assert isinstance(output, StepOutput) and output.loss.ndim == 0
+            assert output.loss.ndim == 0 and output.logits_clean.shape == (32, 10)
             events.append(f"batch {batch_index}")
 
         def on_epoch_end(self, trainer, record):  # type: ignore[no-untyped-def]
