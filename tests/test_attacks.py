@@ -100,6 +100,43 @@ def test_two_class_logits_and_one_logit_models_agree():
     torch.testing.assert_close(a, b)
 
 
+def test_targeted_worst_of_takes_per_example_the_first_attack_that_reaches_the_target():
+    """Two-class linear model, target = the class it does not predict, gap = z_pred − z_target.
+    A targeted ℓ∞ FGSM of ε1 moves x by ε1·sign(Δ) (Δ = w_target − w_pred) and closes the gap
+    by G1 = ε1‖Δ‖₁; a targeted ℓ2 FGSM of ε2 moves x by ε2·Δ/‖Δ‖₂ and closes it by G2 = ε2‖Δ‖₂
+    = 2·G1. WorstOf([ℓ∞, ℓ2]) returns the ℓ∞ point where gap < G1 (the first attack reaches the
+    target, the second never runs there) and the ℓ2 point elsewhere (it reaches the target
+    where gap < G2, and gets closer than the ℓ∞ point where neither does)."""
+    g = gen(11)
+    model = nn.Linear(6, 2).double()
+    x = torch.randn(200, 6, generator=g, dtype=F64)
+    with torch.no_grad():
+        z = model(x)
+    pred = z.argmax(1)
+    target = 1 - pred
+    gap = (z.gather(1, pred[:, None]) - z.gather(1, target[:, None])).squeeze(1)
+    w = model.weight.detach()
+    delta = w[target] - w[pred]  # (B, 6): ±(w1 − w0)
+    g1 = 0.37 * float(gap.median())  # G1 and G2 split the examples three ways, without ties
+    assert bool((((gap - g1).abs() > 1e-9) & ((gap - 2 * g1).abs() > 1e-9)).all())
+    eps1, eps2 = g1 / float(delta[0].abs().sum()), 2 * g1 / float(delta[0].norm())
+    linf = at.FGSM(at.LinfBall(eps1, domain=None), targeted=True)
+    l2 = at.FGSM(at.L2Ball(eps2, domain=None), targeted=True)
+    counting = Counting(model)
+    x_adv = at.WorstOf([linf, l2])(counting, x, target)
+    first = gap < g1
+    expected = torch.where(
+        first[:, None], x + eps1 * delta.sign(), x + eps2 * delta / delta.norm(dim=1, keepdim=True)
+    )
+    torch.testing.assert_close(x_adv, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        hit = model(x_adv).argmax(1) == target
+    assert torch.equal(hit, gap < 2 * g1)
+    assert 0 < int(first.sum()) < int(hit.sum()) < 200  # every case occurs
+    # each FGSM: a forward+backward and a forward of its point; WorstOf scores the point
+    assert counting.rows == 3 * 200 + 3 * (200 - int(first.sum()))
+
+
 # -- 2. properties --------------------------------------------------------------------------
 
 

@@ -255,8 +255,15 @@ def test_trades_beta_zero_has_the_standard_gradient() -> None:
     ctx = TrainContext(model, opt, generator=torch.Generator().manual_seed(1))
     loss, clean, adv = objective.loss(model, x, y, ctx)
     assert clean is not None and adv is not None
-    expected = nn.functional.cross_entropy(clean, y) + 2.0 * trades_kl(adv, clean).mean()
-    assert torch.allclose(loss, expected)
+    # Zhang et al.'s loss: CE + β·KL(p_clean ‖ p_adv) averaged over the batch (KLDivLoss summed,
+    # divided by the batch size), by PyTorch's own KL divergence
+    kl = nn.functional.kl_div(
+        nn.functional.log_softmax(adv, dim=1), nn.functional.softmax(clean, dim=1),
+        reduction="batchmean",
+    )  # fmt: skip
+    expected = nn.functional.cross_entropy(clean, y) + 2.0 * kl
+    assert float(kl.detach()) > 1e-4  # the KL term is not negligible, so the check covers it
+    torch.testing.assert_close(loss, expected)
 
 
 # ------------------------------------------------------------------------ ε schedules
@@ -327,6 +334,38 @@ def test_scheduler_epoch_and_batch_intervals() -> None:
     )
     trainer.fit(random_loader(96, 32), 1)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 8)
+
+
+def test_reduce_lr_on_plateau_steps_on_the_epochs_training_loss() -> None:
+    """ReduceLROnPlateau(factor=0.1, patience=2) is stepped once per epoch with the epoch's
+    training loss, the mean over examples. The scripted per-batch losses (batches of 3 and 1)
+    give epoch losses 1, 0.5, 0.5, ...: no improvement after epoch 2, so the lr is cut after
+    epochs 5 and 8 (more than `patience` epochs without improvement, counting restarting at a
+    cut). The last batch's loss and the mean of the batch losses keep falling, so a scheduler
+    fed either would never cut."""
+
+    class Scripted(Objective):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def train_step(self, x: Tensor, y: Tensor, ctx: TrainContext) -> StepOutput:
+            last = 1.0 - 0.1 * ctx.epoch  # the last batch: 1.0, 0.9, 0.8, ...
+            epoch_loss = 1.0 if ctx.epoch == 0 else 0.5
+            value = last if x.shape[0] == 1 else (4 * epoch_loss - last) / 3
+            self.seen.append((ctx.epoch, x.shape[0]))
+            return StepOutput(torch.tensor(value), None, None)
+
+    model = nn.Linear(2, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=2)
+    objective = Scripted()
+    loader = DataLoader(TensorDataset(torch.rand(4, 2), torch.tensor([0, 1, 2, 0])), batch_size=3)
+    trainer = RobustTrainer(model, opt, objective, scheduler=plateau, progress=None)
+    hist = trainer.fit(loader, 8)
+    assert objective.seen == [(e, n) for e in range(8) for n in (3, 1)]
+    assert hist.column("loss") == pytest.approx([1.0] + [0.5] * 7)
+    assert hist.column("lr") == pytest.approx([0.1] * 5 + [0.01] * 3)  # the lr each epoch used
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)
 
 
 def test_grad_clip_bounds_the_update() -> None:
