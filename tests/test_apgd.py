@@ -13,19 +13,7 @@ from advtrade.attacks import APGD, PGD
 from advtrade.losses import dlr_loss
 from advtrade.threats import L2Ball, LinfBall
 
-from .conftest import train_standard
-
-
-class Counting(nn.Module):
-    """Counts the rows the wrapped model is run on (a deterministic proxy for time)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows, self.calls = model, 0, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows, self.calls = self.rows + x.shape[0], self.calls + 1
-        return self.model(x)
+from .conftest import Counting, assert_untouched, snapshot, train_standard
 
 
 class Affine(nn.Module):
@@ -41,7 +29,14 @@ class Affine(nn.Module):
 
 @pytest.fixture(scope="module")
 def trained(digits) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small MLP trained normally on digits, and the 449 test examples."""
+    """A small MLP trained normally on digits, and the 449 test examples.
+
+    An MLP rather than the shared SmallCNN on purpose: an attack on it costs a tenth as much
+    (these tests run ~30 attacks over the whole test set), and the comparisons below are
+    calibrated on it. On SmallCNN, APGD-DLR ends 2 points above PGD-CE at these budgets (DLR
+    is a different objective, not a weaker optimiser), so "at least as strong as PGD" would
+    have to compare like with like.
+    """
     torch.manual_seed(0)
     split = digits
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -109,7 +104,8 @@ def test_cost_is_steps_forward_backward_passes(trained) -> None:
     model, x, y = trained
     counting = Counting(model)
     APGD(LinfBall(0.1), steps=15)(counting, x, y)
-    assert counting.calls == 15 + 1  # 15 with gradient, 1 without (no separate probe)
+    # 15 with gradient, 1 without (no separate probe)
+    assert (counting.calls, counting.grad_calls, counting.backwards) == (15 + 1, 15, 15)
 
 
 def test_early_stop_same_outcome_fewer_passes(trained) -> None:
@@ -173,8 +169,6 @@ def test_model_left_untouched() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
     model[0].weight.grad = torch.ones_like(model[0].weight)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = snapshot(model)
     APGD(L2Ball(0.5), steps=4, mode="as_is")(model, torch.rand(8, 6), torch.randint(0, 3, (8,)))
-    assert model.training and model[1].training
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
-    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    assert_untouched(before, model)  # in training mode, BatchNorm's statistics did not move

@@ -14,7 +14,7 @@ from torch import nn
 import advtrade as at
 from advtrade.losses import cross_entropy
 
-from .conftest import SmallCNN
+from .conftest import Counting, SmallCNN, assert_untouched, snapshot
 
 F64 = torch.float64
 
@@ -100,6 +100,43 @@ def test_two_class_logits_and_one_logit_models_agree():
     torch.testing.assert_close(a, b)
 
 
+def test_targeted_worst_of_takes_per_example_the_first_attack_that_reaches_the_target():
+    """Two-class linear model, target = the class it does not predict, gap = z_pred − z_target.
+    A targeted ℓ∞ FGSM of ε1 moves x by ε1·sign(Δ) (Δ = w_target − w_pred) and closes the gap
+    by G1 = ε1‖Δ‖₁; a targeted ℓ2 FGSM of ε2 moves x by ε2·Δ/‖Δ‖₂ and closes it by G2 = ε2‖Δ‖₂
+    = 2·G1. WorstOf([ℓ∞, ℓ2]) returns the ℓ∞ point where gap < G1 (the first attack reaches the
+    target, the second never runs there) and the ℓ2 point elsewhere (it reaches the target
+    where gap < G2, and gets closer than the ℓ∞ point where neither does)."""
+    g = gen(11)
+    model = nn.Linear(6, 2).double()
+    x = torch.randn(200, 6, generator=g, dtype=F64)
+    with torch.no_grad():
+        z = model(x)
+    pred = z.argmax(1)
+    target = 1 - pred
+    gap = (z.gather(1, pred[:, None]) - z.gather(1, target[:, None])).squeeze(1)
+    w = model.weight.detach()
+    delta = w[target] - w[pred]  # (B, 6): ±(w1 − w0)
+    g1 = 0.37 * float(gap.median())  # G1 and G2 split the examples three ways, without ties
+    assert bool((((gap - g1).abs() > 1e-9) & ((gap - 2 * g1).abs() > 1e-9)).all())
+    eps1, eps2 = g1 / float(delta[0].abs().sum()), 2 * g1 / float(delta[0].norm())
+    linf = at.FGSM(at.LinfBall(eps1, domain=None), targeted=True)
+    l2 = at.FGSM(at.L2Ball(eps2, domain=None), targeted=True)
+    counting = Counting(model)
+    x_adv = at.WorstOf([linf, l2])(counting, x, target)
+    first = gap < g1
+    expected = torch.where(
+        first[:, None], x + eps1 * delta.sign(), x + eps2 * delta / delta.norm(dim=1, keepdim=True)
+    )
+    torch.testing.assert_close(x_adv, expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        hit = model(x_adv).argmax(1) == target
+    assert torch.equal(hit, gap < 2 * g1)
+    assert 0 < int(first.sum()) < int(hit.sum()) < 200  # every case occurs
+    # each FGSM: a forward+backward and a forward of its point; WorstOf scores the point
+    assert counting.rows == 3 * 200 + 3 * (200 - int(first.sum()))
+
+
 # -- 2. properties --------------------------------------------------------------------------
 
 
@@ -179,25 +216,6 @@ def test_loss_never_below_clean_loss_without_random_start(shape, eps, norm, step
 # -- 3. model hygiene -----------------------------------------------------------------------
 
 
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "params": [p.detach().clone() for p in model.parameters()],
-        "buffers": [b.clone() for b in model.buffers()],
-    }
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a["training"] == b["training"]
-    assert a["requires_grad"] == b["requires_grad"]
-    for u, v in zip(a["grad"], b["grad"]):
-        assert (u is None and v is None) or torch.equal(u, v)
-    for key in ("params", "buffers"):
-        assert all(torch.equal(u, v) for u, v in zip(a[key], b[key]))
-
-
 def prepared_model(config: str) -> nn.Module:
     torch.manual_seed(0)
     model = SmallCNN(batchnorm=True, dropout=0.3)
@@ -232,7 +250,7 @@ def test_attack_leaves_model_untouched(config, name, norm):
     x = torch.rand(16, 1, 8, 8)
     y = torch.randint(0, 10, (16,))
     x_adv = ATTACKS[name](norm(0.3))(model, x, y, generator=gen(0))
-    assert_same(before, snapshot(model))
+    assert_untouched(before, model)
     assert not x_adv.requires_grad and x_adv.grad_fn is None  # no autograd graph kept alive
 
 
@@ -250,7 +268,7 @@ def test_model_restored_when_the_model_raises():
     with pytest.raises(RuntimeError, match="boom"):
         at.PGD(at.LinfBall(0.1), steps=5)(model, torch.rand(4, 1, 8, 8), torch.zeros(4).long())
     handle.remove()
-    assert_same(before, snapshot(model))
+    assert_untouched(before, model)
 
 
 def test_eval_mode_is_the_default_and_as_is_keeps_train_mode():
@@ -293,23 +311,12 @@ def test_robust_accuracy_falls_with_eps_and_reaches_zero(digits_cnn, digits, nor
     assert accs[-1] == 0.0, accs
 
 
-class CountingModel(nn.Module):
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x):
-        self.rows += x.shape[0]
-        return self.inner(x)
-
-
 def test_early_stop_gives_the_same_accuracy_with_less_work(digits_cnn, digits):
     x, y = digits.x_test[:200], digits.y_test[:200]
-    model = CountingModel(digits_cnn)
+    model = Counting(digits_cnn)
     results = {}
     for early in (False, True):
-        model.rows = 0
+        model.reset()
         x_adv = at.PGD(at.LinfBall(0.1), steps=10, early_stop=early)(model, x, y, generator=gen(4))
         with torch.no_grad():
             results[early] = ((digits_cnn(x_adv).argmax(1) == y), model.rows)

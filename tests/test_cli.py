@@ -3,6 +3,7 @@ and bad requests fail in one line without leaving a report behind."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import itertools
 import json
@@ -253,3 +254,151 @@ def test_list_parsers() -> None:
     assert cli.size_list("400,50,50") == (50, 400)
     assert cli.experiment_list("all") == ("synthetic", "tradeoff", "datasize", "perception")
     assert cli.experiment_list("tradeoff,synthetic") == ("synthetic", "tradeoff")
+
+
+# --------------------------------------------------------------------------- report = data
+
+
+def _md_tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(the nearest heading above, header cells, rows of cells) of every Markdown table."""
+    tables, heading, block = [], "", []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            continue
+        if block:
+            assert set("".join(block[1])) <= {"-"}, block[1]  # the separator row
+            tables.append((heading, block[0], block[2:]))
+            block = []
+        if line.startswith("#"):
+            heading = line
+    return tables
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _shown(cell: str, value: float, decimals: int, scale: float = 1.0) -> bool:
+    """The cell shows ``scale * value`` rounded to ``decimals`` places (half a unit of the last
+    place, plus float slack, apart)."""
+    return abs(float(cell) - scale * value) <= 0.5 * 10.0**-decimals + 1e-9
+
+
+NORM_OF_LABEL = {"ℓ∞": "linf", "ℓ2": "l2"}
+
+
+@needs_digits
+def test_report_tables_equal_results_json_and_csv(quick: Path, results: dict) -> None:
+    """Every number of report.md's tables is the entry of results.json it stands for, rounded as
+    shown (accuracies in % to 2 or 1 places, shares and cosines to 3); the CSV files hold the
+    same entries unrounded (Python's float repr round-trips)."""
+    tables = _md_tables((quick / "report.md").read_text(encoding="utf-8"))
+    checked = 0
+
+    # 1. synthetic classifiers: two tables, Theorem 2.1 (with the bound) then 2.2
+    synthetic = [t for t in tables if t[0].startswith("## 1.")]
+    assert [t[1] for t in synthetic] == [
+        ["classifier", "standard %", "robust %", "bound %", "x1 share"],
+        ["classifier", "standard %", "robust %", "x1 share"],
+    ]
+    csv_classifiers = _csv_rows(quick / "synthetic_classifiers.csv")
+    for (_, header, rows), key in zip(synthetic, ("theorem_2_1", "theorem_2_2")):
+        entries = results["synthetic"][key]["classifiers"]
+        csv_rows = [r for r in csv_classifiers if r["setting"] == key]
+        assert (
+            [r[0] for r in rows]
+            == [c["name"] for c in entries]
+            == [r["classifier"] for r in csv_rows]
+        )
+        for row, entry, csv_row in zip(rows, entries, csv_rows):
+            for cell, column in zip(row[1:], header[1:]):
+                field = {"standard %": "standard", "robust %": "robust", "bound %": "bound"}
+                name = field.get(column, "x1_share")
+                percent = column.endswith("%")
+                assert _shown(cell, entry[name], 2 if percent else 3, 100 if percent else 1)
+                assert float(csv_row[name]) == entry[name]
+                checked += 1
+
+    # 2. trade-off: one table per norm; clean, then robust at each evaluation ε > 0
+    trade_csv = _csv_rows(quick / "tradeoff.csv")
+    curves_csv = _csv_rows(quick / "robust_curves.csv")
+    models = {m["key"]: m for m in results["models"]}
+    trade = [t for t in tables if t[0].startswith("### ") and "clean accuracy" not in t[0]]
+    trade = [t for t in trade if t[1][:2] == ["training ε", "clean"]]
+    assert sorted(NORM_OF_LABEL[t[0][4:]] for t in trade) == sorted(results["tradeoff"])
+    for heading, header, rows in trade:
+        norm = NORM_OF_LABEL[heading[4:]]
+        r = results["tradeoff"][norm]
+        shown_eps = [e for e in r["eval_eps"] if e > 0]
+        assert [float(h.removeprefix("ε=")) for h in header[2:]] == shown_eps
+        assert [float(row[0]) for row in rows] == r["train_eps"]
+        for i, row in enumerate(rows):
+            assert _shown(row[1], r["clean"][i], 1, 100)
+            checked += 1
+            for cell, eps in zip(row[2:], shown_eps):
+                j = r["eval_eps"].index(eps)
+                assert _shown(cell, r["robust"][i][j], 1, 100)
+                checked += 1
+        grid = {
+            (float(c["train_eps"]), float(c["eval_eps"])): (float(c["clean"]), float(c["robust"]))
+            for c in trade_csv
+            if c["norm"] == norm
+        }
+        assert grid == {
+            (eps, e): (r["clean"][i], r["robust"][i][j])
+            for i, eps in enumerate(r["train_eps"])
+            for j, e in enumerate(r["eval_eps"])
+        }
+        # ... and each row is that model's curve, as robust_curves.csv lists it
+        for i, key in enumerate(r["models"]):
+            assert models[key]["curves"][norm]["robust"] == r["robust"][i]
+            listed = [c for c in curves_csv if c["model"] == key and c["norm"] == norm]
+            assert [float(c["eval_eps"]) for c in listed] == r["eval_eps"]
+            assert [float(c["robust"]) for c in listed] == r["robust"][i]
+    assert len(curves_csv) == sum(
+        len(c["eval_eps"]) for m in results["models"] for c in m["curves"].values()
+    )
+
+    # 3. data size: one table per norm, clean accuracy per (training ε, n)
+    size_csv = _csv_rows(quick / "datasize.csv")
+    sizes = [t for t in tables if t[0].startswith("### ") and "clean accuracy" in t[0]]
+    assert sorted(NORM_OF_LABEL[t[0][4:].split()[0]] for t in sizes) == sorted(results["datasize"])
+    for heading, header, rows in sizes:
+        norm = NORM_OF_LABEL[heading[4:].split()[0]]
+        r = results["datasize"][norm]
+        assert header[1:] == [f"n={n}" for n in r["train_sizes"]]
+        assert [float(row[0]) for row in rows] == r["train_eps"]
+        for i, row in enumerate(rows):
+            for k, cell in enumerate(row[1:]):
+                assert _shown(cell, r["clean"][i][k], 1, 100)
+                checked += 1
+        listed = {
+            (float(c["train_eps"]), int(c["train_size"])): (int(c["epochs"]), float(c["clean"]))
+            for c in size_csv
+            if c["norm"] == norm
+        }
+        assert listed == {
+            (eps, n): (r["epochs"][i][k], r["clean"][i][k])
+            for i, eps in enumerate(r["train_eps"])
+            for k, n in enumerate(r["train_sizes"])
+        }
+
+    # 4. perception: hit rates in %, cosines to 3 places
+    p = results["perception"]
+    perception = [t for t in tables if t[0].startswith("## 4.")]
+    if "skipped" in p:
+        assert perception == []
+    else:
+        ((_, header, rows),) = perception
+        assert [row[0] for row in rows] == list(p["scores"])
+        for row in rows:
+            scores = p["scores"][row[0]]
+            assert header[1:] == list(scores)
+            for cell, key in zip(row[1:], header[1:]):
+                rate = key.endswith("rate")
+                assert _shown(cell, scores[key], 1 if rate else 3, 100 if rate else 1)
+                checked += 1
+    assert len(tables) == len(synthetic) + len(trade) + len(sizes) + len(perception)
+    assert checked > 50

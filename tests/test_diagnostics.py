@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from advtrade.evaluation import Finding, GradientMaskingWarning, check_gradient_masking
+from advtrade.evaluation import GradientMaskingWarning, check_gradient_masking
 from advtrade.threats import L2Ball, LinfBall
+
+from .conftest import train_standard
 
 
 class Quantise(nn.Module):
@@ -29,24 +31,17 @@ class Detach(nn.Module):
 
 
 def mlp(*front: nn.Module) -> nn.Module:
+    """An MLP rather than the shared SmallCNN: one check runs ~400 attack passes, a tenth of
+    the cost on it."""
     return nn.Sequential(*front, nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-def train(model: nn.Module, digits) -> nn.Module:
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train_loader, _ = digits.loaders(64, seed=0)
-    for _ in range(8):
-        for x, y in train_loader:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def models(digits) -> dict[str, nn.Module]:
+    x, y = digits.x_train, digits.y_train
     torch.manual_seed(0)
-    normal, masked = train(mlp(), digits), train(mlp(Quantise()), digits)
+    normal = train_standard(mlp(), x, y, epochs=8)
+    masked = train_standard(mlp(Quantise()), x, y, epochs=8)
     return {"normal": normal, "masked": masked}
 
 
@@ -81,7 +76,7 @@ def test_fires_on_a_quantising_model(models, batch, threat) -> None:
     assert {"zero_gradients", "large_eps"} <= checks
     zero = next(f for f in findings if f.check == "zero_gradients")
     assert zero.details["share"] == 1.0 and "zero" in str(zero)
-    assert all(isinstance(f, Finding) and f.message for f in findings)
+    assert [str(w.message) for w in record] == [str(f) for f in findings]
 
 
 def test_non_finite_and_missing_gradients(batch) -> None:
@@ -108,3 +103,81 @@ def test_argument_errors(models, batch) -> None:
         check_gradient_masking(model, x, y, LinfBall(0.1), tolerance=2.0)
     with pytest.raises(ValueError, match="domain"):
         check_gradient_masking(model, x + 1.0, y, LinfBall(0.1))
+
+
+# ------------------------------------------------------------- hand-written masking models
+# One-dimensional models of a single input x ∈ [0, 1], every example at x0 = 0.5 with label 0
+# and threat LinfBall(0.1). The logits are [m(t), 0] with t = x − x0: class 0 iff m > 0. m is
+# a smooth part minus 3·1[t ∈ pocket]; the indicator carries no gradient (a comparison), so
+# the attacks follow the smooth part and succeed only by landing in a pocket. With ε = 0.1 the
+# check runs PGD-20 (step 2.5ε'/20 = ε'/8, random start) at ε' = ε·(1/4, 1/2, 1, 2, 4) and at
+# ε' = 1 (the domain), PGD-80 with 3 restarts (step ε/32) and FGSM (one step of ε) at ε.
+
+
+class Pocketed(nn.Module):
+    def __init__(self, smooth, pocket) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.smooth, self.pocket = smooth, pocket
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x[:, 0] - 0.5
+        m = self.smooth(t) - 3.0 * self.pocket(t).to(x.dtype)
+        return torch.stack([m, torch.zeros_like(m)], dim=1)
+
+
+def _rising(t: torch.Tensor) -> torch.Tensor:
+    """Margin 1 − t > 0 on the domain: the loss grows with x, every attack walks right."""
+    return 1.0 - t
+
+
+MASKING_MODELS = {
+    # m = 1 − 3t: walks right, wrong only past t = 1/3, so PGD fails up to ε' = 0.2 and wins
+    # from ε' = 0.4 on; FGSM and PGD agree; nothing fires.
+    "control": Pocketed(lambda t: 1.0 - 3.0 * t, lambda t: torch.zeros_like(t, dtype=torch.bool)),
+    # A pocket of half-width 1e-5 exactly at x0 + ε/2 (and everything past t = 0.45): at
+    # ε' = ε/2 every walk is clipped onto the ball's edge, the pocket (accuracy 0); at ε' = ε
+    # it walks in steps of ε/8 over the pocket to the edge t = 0.1 (accuracy ≈ 1, landing on it
+    # has probability ~2e-5/0.0125 per example); at ε' = 2ε, 4ε the same (edges 0.2, 0.4) and
+    # at ε' = 1 it reaches t ≥ 0.45. Accuracy rises from 0 to 1 between ε/2 and ε.
+    "not_monotone": Pocketed(_rising, lambda t: ((t - 0.05).abs() <= 1e-5) | (t >= 0.45)),
+    # A pocket of width 0.004 at t = 0.07 inside the ball (and everything past t = 0.15): the
+    # 80-step walk (steps of ε/32 = 0.0031 < 0.004) cannot jump it, so every run started left
+    # of it (probability 0.85) lands in it, and with 3 restarts accuracy is ≤ 0.15³ + noise;
+    # the 20-step walk (steps 0.0125) lands in it with probability ~0.004/0.0125 only
+    # (accuracy ≈ 0.7). The ε' ≥ 2ε runs all reach t ≥ 0.15 (accuracy 0): monotone.
+    "more_steps": Pocketed(_rising, lambda t: ((t - 0.07).abs() <= 0.002) | (t >= 0.15)),
+    # The margin's slope is −1 at x0 (a dip of width ~0.002: m = 1 + t − 0.004·tanh(t/0.002))
+    # and +1 everywhere else, and the pockets lie at the ball's right edge (t ≥ ε − 1e-4) and
+    # beyond its left edge (t ≤ −ε − 1e-4). FGSM follows the slope at x0 to the right edge
+    # (accuracy 0); PGD from a random start walks left to t = −ε, bouncing out of the dip by
+    # steps of ε/8 that never reach the right edge (accuracy 1 but for starts within 1e-4 of
+    # it); at ε' ≥ 2ε the walk left crosses −ε − 1e-4 (accuracy 0), so the curve is monotone.
+    "fgsm_stronger": Pocketed(
+        lambda t: 1.0 + t - 0.004 * torch.tanh(t / 0.002),
+        lambda t: (t >= 0.1 - 1e-4) | (t <= -0.1 - 1e-4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MASKING_MODELS))
+def test_each_attack_failure_fires_its_own_finding(name: str) -> None:
+    """Each hand-written model fires exactly its finding, with the accuracies its construction
+    gives; the same construction without a pocket (control) fires nothing."""
+    model = MASKING_MODELS[name]
+    x, y = torch.full((200, 1), 0.5), torch.zeros(200, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        findings = check_gradient_masking(model, x, y, LinfBall(0.1), generator=gen)
+    assert [f.check for f in findings] == ([] if name == "control" else [name])
+    assert [str(w.message) for w in caught] == [str(f) for f in findings]
+    if name == "control":
+        return
+    details = findings[0].details
+    assert details["eps"] == pytest.approx(0.1)
+    if name == "not_monotone":
+        assert details["accuracy_before"] == 0.0 and details["accuracy_after"] >= 0.95
+    elif name == "more_steps":
+        assert details["accuracy_strong"] <= 0.05 and 0.5 <= details["accuracy"] <= 0.9
+    else:
+        assert details["accuracy_fgsm"] == 0.0 and details["accuracy_pgd"] >= 0.95

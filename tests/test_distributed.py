@@ -13,7 +13,6 @@ import datetime
 import gc
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,8 @@ from advtrade.distributed import (
 )
 from advtrade.training import RobustTrainer, TrainContext, read_checkpoint
 
+from .conftest import SmallCNN, free_port
+
 WORLD = 2
 EVAL_ATTACK = PGD(LinfBall(0.1), steps=3, random_start=False)  # deterministic: exact comparisons
 ATTACKS = {
@@ -57,20 +58,9 @@ ATTACKS = {
 
 
 def _model() -> nn.Module:
-    """A tiny CNN with BatchNorm, so buffer synchronisation is exercised too."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(8 * 64, 10),
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """The shared CNN, narrow (many processes share few cores) and with BatchNorm, so buffer
+    synchronisation is exercised too."""
+    return SmallCNN(batchnorm=True, width=8)
 
 
 def _spawn(fn: Any, *args: Any) -> None:
@@ -78,7 +68,7 @@ def _spawn(fn: Any, *args: Any) -> None:
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        mp.spawn(fn, args=(_free_port(), *args), nprocs=WORLD, join=True)
+        mp.spawn(fn, args=(free_port(), *args), nprocs=WORLD, join=True)
     finally:
         if saved is None:
             del os.environ["OMP_NUM_THREADS"]
@@ -310,7 +300,7 @@ def test_example_runs_under_torchrun(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     script = Path(__file__).resolve().parents[1] / "examples" / "distributed_training.py"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    args += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script)]
+    args += ["--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)]
     args += ["--quick", "--epochs", "2", "--checkpoint-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

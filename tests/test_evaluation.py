@@ -20,31 +20,16 @@ from advtrade.evaluation import (
 )
 from advtrade.threats import L2Ball, LinfBall
 
-from .conftest import train_standard
-
-
-class Counting(nn.Module):
-    """Counts the rows the wrapped model is run on (a deterministic proxy for time)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.model(x)
+from .conftest import Counting, SmallCNN, assert_untouched, snapshot, train_standard
 
 
 @pytest.fixture(scope="module")
 def trained(digits) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small CNN trained normally on digits, and the 449 test examples."""
+    """The shared CNN at width 4 (these tests run hundreds of attack passes over the whole test
+    set), trained normally on digits, and the 449 test examples."""
     torch.manual_seed(0)
-    split = digits
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10)
-    )
-    train_standard(model, split.x_train, split.y_train, epochs=8)
-    return model, split.x_test, split.y_test
+    model = train_standard(SmallCNN(width=4), digits.x_train, digits.y_train, epochs=8)
+    return model, digits.x_test, digits.y_test
 
 
 def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> DataLoader:
@@ -140,7 +125,7 @@ def test_per_example_budgets_and_skipped_examples_are_not_attacked(trained) -> N
     counting = Counting(model)
     evaluate(counting, (x, y), {"fgsm": FGSM(LinfBall(0.1))})
     evaluated = counting.rows
-    counting.rows = 0
+    counting.reset()
     correct = report.per_example["clean"]
     FGSM(LinfBall(0.1))(counting, x[correct], y[correct])
     # one clean pass, the attack on the correct examples only, their adversarial check
@@ -176,14 +161,11 @@ def test_model_state_untouched() -> None:
     model.train()
     model[3].requires_grad_(False)
     model[0].weight.grad = torch.full_like(model[0].weight, 2.0)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = snapshot(model)
     x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
     evaluate(model, loader(x, y, 8), {"pgd": PGD(LinfBall(0.1), steps=3), "clean": None})
     robust_accuracy_curve(model, (x, y), PGD(L2Ball(1.0), steps=3), [0.1, 0.5])
-    assert all(m.training for m in model.modules())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
-    assert torch.equal(model[0].weight.grad, torch.full_like(model[0].weight, 2.0))
-    assert model[0].weight.requires_grad and not model[3].weight.requires_grad
+    assert_untouched(before, model)
 
 
 EPSILONS = {
@@ -215,10 +197,12 @@ def test_curve_costs_fewer_passes(trained, norm) -> None:
     pgd, epsilons = PGD(threat, steps=10), EPSILONS[norm]
     counting = Counting(model)
     robust_accuracy_curve(counting, loader(x, y, 100), pgd, epsilons)
-    curve_rows, counting.rows = counting.rows, 0
+    curve_rows = counting.rows
+    counting.reset()
     for e in epsilons:
         evaluate(counting, (x, y), {"p": pgd.with_eps(e)})
-    per_eps_rows, counting.rows = counting.rows, 0
+    per_eps_rows = counting.rows
+    counting.reset()
     pgd.with_eps(epsilons[-1])(counting, x, y)
     assert curve_rows < 0.35 * per_eps_rows
     assert curve_rows < 3 * counting.rows  # one PGD at the largest budget

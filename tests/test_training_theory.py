@@ -64,30 +64,23 @@ def test_theorem_2_2_standard_vs_adversarial_training(labels: str) -> None:
         assert rob >= P - 0.03 and share > 0.5 and std <= P + 0.01, results
 
 
-def test_adversarial_training_lifts_robust_accuracy_on_digits(digits) -> None:
-    """PGD-3 adversarial training at ℓ∞ ε = 0.2 lifts PGD-20 robust accuracy by ≥ 40 points.
+def test_adversarial_training_lifts_robust_accuracy_on_digits(digits, digits_cnn) -> None:
+    """PGD-3 adversarial training at ℓ∞ ε = 0.2 lifts PGD-20 robust accuracy by ≥ 40 points
+    over the session's standard-trained SmallCNN (the same recipe without the attack).
 
     Measured (seed 0, 15 epochs, batch 64, Adam 3e-3): standard clean 0.96 / robust 0.00;
     adversarial clean 0.95 / robust 0.56 (seeds 1, 2: lift 0.54, 0.53).
     """
     train, _ = digits.loaders(64, seed=0)
     test = DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=256)
-    strong = PGD(LinfBall(0.2), steps=20)
+    attacks = {"clean": None, "pgd20": PGD(LinfBall(0.2), steps=20)}
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    objective = AdversarialTraining(PGD(LinfBall(0.2), steps=3))
+    RobustTrainer(model, opt, objective, progress=None).fit(train, 15)
     acc = {}
-    for name, objective in {
-        "standard": Standard(),
-        "adversarial": AdversarialTraining(PGD(LinfBall(0.2), steps=3)),
-    }.items():
-        torch.manual_seed(0)
-        model = SmallCNN()
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        RobustTrainer(model, opt, objective, progress=None).fit(train, 15)
-        report = evaluate(
-            model,
-            test,
-            {"clean": None, "pgd20": strong},
-            generator=torch.Generator().manual_seed(1),
-        )
+    for name, net in {"standard": digits_cnn, "adversarial": model}.items():
+        report = evaluate(net, test, attacks, generator=torch.Generator().manual_seed(1))
         acc[name] = (report["clean"], report["pgd20"])
-    print("clean / PGD-20 robust accuracy:", acc)
     assert acc["adversarial"][1] - acc["standard"][1] >= 0.40, acc

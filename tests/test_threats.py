@@ -1,0 +1,72 @@
+"""Threat models: the ℓ2 steepest-ascent direction at the edges of floating point.
+
+A confident example's input gradient can be tiny (1e-30, or subnormal in float32); an ℓ2
+attack must still step along g/‖g‖, which a naive float32 ‖g‖ (whose square underflows to 0)
+cannot give. The truth is g/‖g‖ computed in float64, or, where float64 underflows too, after
+scaling g by a power of two (exact).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advtrade.threats import L2Ball
+
+F32, F64 = torch.float32, torch.float64
+
+
+def _reference(grad: torch.Tensor, power_of_two: int = 0) -> torch.Tensor:
+    """g/‖g‖ per example in float64, from g scaled by 2**power_of_two (an exact scaling)."""
+    g = grad.to(F64) * 2.0**power_of_two
+    return g / g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
+
+
+CASES = {  # dtype, scale of g, exact rescaling for the reference, tolerance, subnormal g
+    "f32-1": (F32, 1.0, 0, 1e-6, False),
+    "f32-1e-30": (F32, 1e-30, 0, 1e-6, False),  # ‖g‖² = 1e-60 underflows in float32
+    "f32-1e-40": (F32, 1e-40, 0, 1e-6, True),
+    "f64-1e-200": (F64, 1e-200, 600, 1e-12, False),  # ‖g‖² underflows in float64
+    "f64-1e-310": (F64, 1e-310, 1000, 1e-12, True),
+    "f16-1e-6": (torch.float16, 1e-6, 0, 2e-3, True),
+    "bf16-1e-40": (torch.bfloat16, 1e-40, 0, 1e-2, True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_l2_direction_of_tiny_gradients(case: str) -> None:
+    dtype, scale, power_of_two, rtol, subnormal = CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    grad = (torch.randn(6, 3, 4, 4, generator=gen, dtype=F64) * scale).to(dtype)
+    assert bool((grad != 0).any(dim=(1, 2, 3)).all())  # the inputs did not underflow to 0
+    assert (float(grad.abs().max()) < torch.finfo(dtype).tiny) == subnormal
+    direction = L2Ball(1.0).ascent_direction(grad)
+    assert direction.dtype == dtype and direction.shape == grad.shape
+    torch.testing.assert_close(direction.to(F64), _reference(grad, power_of_two), rtol=rtol, atol=0)
+    norms = direction.to(F64).flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(6, dtype=F64), rtol=10 * rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_l2_direction_of_zero_and_non_finite_gradients(dtype) -> None:
+    """A zero gradient gives a zero step (no NaN); NaN counts as 0 and ±inf as the largest
+    finite value, so the direction is finite and points along the infinite entries."""
+    inf, nan = float("inf"), float("nan")
+    grad = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],  # zero
+            [1e-40, 0.0, 0.0, 0.0],  # tiny, next to a zero row: unaffected by it
+            [inf, 1.0, nan, 0.0],  # one infinite entry: along it
+            [-inf, inf, 2.0, nan],  # two: along both
+            [nan, nan, nan, nan],  # nothing finite: zero
+        ],
+        dtype=dtype,
+    )
+    direction = L2Ball(1.0).ascent_direction(grad)
+    assert bool(torch.isfinite(direction).all())
+    s = 0.5**0.5
+    expected = torch.tensor(
+        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [-s, s, 0, 0], [0, 0, 0, 0]], dtype=dtype
+    )
+    torch.testing.assert_close(direction, expected, rtol=1e-6, atol=1e-30)
+    assert torch.equal(direction[[0, 4]], torch.zeros(2, 4, dtype=dtype))
