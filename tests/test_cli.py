@@ -26,7 +26,7 @@ needs_digits = pytest.mark.skipif(
 
 TINY = [
     "--experiment", "synthetic,tradeoff", "--linf-eps", "0,0.3", "--l2-eps", "0,1.5",
-    "--epochs", "2", "--train-size", "300", "--quiet",
+    "--epochs", "2", "--train-size", "300", "--eval-attack", "pgd", "--quiet",
 ]  # fmt: skip
 
 
@@ -280,10 +280,28 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _shown(cell: str, value: float, decimals: int, scale: float = 1.0) -> bool:
+def _close(text: str, value: float, decimals: int, scale: float) -> bool:
+    return abs(float(text) - scale * value) <= 0.5 * 10.0**-decimals + 1e-9
+
+
+def _shown(
+    cell: str,
+    value: float,
+    decimals: int,
+    scale: float = 1.0,
+    interval: list[float] | None = None,
+) -> bool:
     """The cell shows ``scale * value`` rounded to ``decimals`` places (half a unit of the last
-    place, plus float slack, apart)."""
-    return abs(float(cell) - scale * value) <= 0.5 * 10.0**-decimals + 1e-9
+    place, plus float slack, apart) and, when given, the interval as ``[low–high]``."""
+    number, _, rest = cell.partition(" ")
+    if interval is None:
+        return rest == "" and _close(number, value, decimals, scale)
+    low, high = rest.strip("[]").split("–")
+    return (
+        _close(number, value, decimals, scale)
+        and _close(low, interval[0], decimals, scale)
+        and _close(high, interval[1], decimals, scale)
+    )
 
 
 NORM_OF_LABEL = {"ℓ∞": "linf", "ℓ2": "l2"}
@@ -334,12 +352,12 @@ def test_report_tables_equal_results_json_and_csv(quick: Path, results: dict) ->
         shown_eps = [e for e in r["eval_eps"] if e > 0]
         assert [float(h.removeprefix("ε=")) for h in header[2:]] == shown_eps
         assert [float(row[0]) for row in rows] == r["train_eps"]
-        for i, row in enumerate(rows):
-            assert _shown(row[1], r["clean"][i], 1, 100)
+        for i, row in enumerate(rows):  # one seed: each accuracy with its binomial interval
+            assert _shown(row[1], r["clean"][i], 1, 100, r["clean_interval"][i])
             checked += 1
             for cell, eps in zip(row[2:], shown_eps):
                 j = r["eval_eps"].index(eps)
-                assert _shown(cell, r["robust"][i][j], 1, 100)
+                assert _shown(cell, r["robust"][i][j], 1, 100, r["robust_interval"][i][j])
                 checked += 1
         grid = {
             (float(c["train_eps"]), float(c["eval_eps"])): (float(c["clean"]), float(c["robust"]))
@@ -352,7 +370,7 @@ def test_report_tables_equal_results_json_and_csv(quick: Path, results: dict) ->
             for j, e in enumerate(r["eval_eps"])
         }
         # ... and each row is that model's curve, as robust_curves.csv lists it
-        for i, key in enumerate(r["models"]):
+        for i, (key,) in enumerate(r["models"]):  # one model per training ε (one seed)
             assert models[key]["curves"][norm]["robust"] == r["robust"][i]
             listed = [c for c in curves_csv if c["model"] == key and c["norm"] == norm]
             assert [float(c["eval_eps"]) for c in listed] == r["eval_eps"]
@@ -372,7 +390,7 @@ def test_report_tables_equal_results_json_and_csv(quick: Path, results: dict) ->
         assert [float(row[0]) for row in rows] == r["train_eps"]
         for i, row in enumerate(rows):
             for k, cell in enumerate(row[1:]):
-                assert _shown(cell, r["clean"][i][k], 1, 100)
+                assert _shown(cell, r["clean"][i][k], 1, 100, r["clean_interval"][i][k])
                 checked += 1
         listed = {
             (float(c["train_eps"]), int(c["train_size"])): (int(c["epochs"]), float(c["clean"]))

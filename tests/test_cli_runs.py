@@ -219,13 +219,15 @@ def test_cifar10_quick_runs_end_to_end_on_a_cpu(tmp_path: Path) -> None:
     _fake_cifar(tmp_path / "data")
     out = tmp_path / "report"
     args = ["--data", "cifar10", "--data-dir", str(tmp_path / "data"), "--quick", "--device",
-            "cpu", "--train-size", "32", "--test-size", "16", "--l2-eps", "0", "--quiet"]
+            "cpu", "--train-size", "48", "--test-size", "16", "--l2-eps", "0", "--quiet"]
     assert _run(*args, "--out", str(out)) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["name"] == "cifar10" and results["data"]["input_shape"] == [3, 32, 32]
     assert results["settings"]["model"] == "preact_resnet18"
     assert results["tradeoff"]["linf"]["train_eps"] == [0.0, 8 / 255]
     assert "APGD-CE and APGD-T" in results["evaluation"]["attack"]
+    assert results["data"]["train"] == 48  # 32 of them held out to pick each model's best epoch
+    assert all(1 <= m["best_epoch"] <= m["epochs"] for m in results["models"])
     key = results["tradeoff"]["linf"]["models"][1][0]
     weights = torch.load(out / "models" / f"{key}.pt", weights_only=True)
     assert weights["linear.weight"].shape == (10, 512)

@@ -169,7 +169,9 @@ def test_each_attack_failure_fires_its_own_finding(name: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         findings = check_gradient_masking(model, x, y, LinfBall(0.1), generator=gen)
-    assert [f.check for f in findings] == ([] if name == "control" else [name])
+    # a pocket FGSM lands in is also found by the gradient-free Square: both fire
+    extra = ["gradient_free"] if name == "fgsm_stronger" else []
+    assert [f.check for f in findings] == ([] if name == "control" else [name, *extra])
     assert [str(w.message) for w in caught] == [str(f) for f in findings]
     if name == "control":
         return

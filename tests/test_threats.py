@@ -49,24 +49,25 @@ def test_l2_direction_of_tiny_gradients(case: str) -> None:
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_l2_direction_of_zero_and_non_finite_gradients(dtype) -> None:
-    """A zero gradient gives a zero step (no NaN); NaN counts as 0 and ±inf as the largest
-    finite value, so the direction is finite and points along the infinite entries."""
+    """A zero gradient gives a zero step (no NaN); NaN counts as 0 and ±inf as ± the row's
+    largest finite magnitude, so the direction is finite and the infinite entries share it
+    with the finite ones (an attack is not spent on them alone)."""
     inf, nan = float("inf"), float("nan")
     grad = torch.tensor(
         [
             [0.0, 0.0, 0.0, 0.0],  # zero
             [1e-40, 0.0, 0.0, 0.0],  # tiny, next to a zero row: unaffected by it
-            [inf, 1.0, nan, 0.0],  # one infinite entry: along it
-            [-inf, inf, 2.0, nan],  # two: along both
+            [inf, 1.0, nan, 0.0],  # one infinite entry: as large as the largest finite one
+            [-inf, inf, 2.0, nan],  # two: both as large as 2
             [nan, nan, nan, nan],  # nothing finite: zero
         ],
         dtype=dtype,
     )
     direction = L2Ball(1.0).ascent_direction(grad)
     assert bool(torch.isfinite(direction).all())
-    s = 0.5**0.5
+    s, t = 0.5**0.5, 3**-0.5
     expected = torch.tensor(
-        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [-s, s, 0, 0], [0, 0, 0, 0]], dtype=dtype
+        [[0, 0, 0, 0], [1, 0, 0, 0], [s, s, 0, 0], [-t, t, t, 0], [0, 0, 0, 0]], dtype=dtype
     )
     torch.testing.assert_close(direction, expected, rtol=1e-6, atol=1e-30)
     assert torch.equal(direction[[0, 4]], torch.zeros(2, 4, dtype=dtype))

@@ -238,6 +238,7 @@ class FAB(Attack):
     eta: float = 1.05
     beta: float = 0.9
     random_start: bool = False
+    early_stop: bool = False
     mode: ModelMode = "eval"
 
     def __post_init__(self) -> None:
@@ -257,6 +258,9 @@ class FAB(Attack):
 
     def with_threat(self, threat: ThreatModel) -> FAB:
         return replace(self, threat=threat)
+
+    def with_early_stop(self) -> FAB:
+        return replace(self, early_stop=True)
 
     def with_mode(self, mode: ModelMode) -> FAB:
         return replace(self, mode=mode)
@@ -337,12 +341,18 @@ class FAB(Attack):
         if random:
             half = threat.eps / 2
             start = threat.with_eps(half).random_start(x0, generator)
+        eps_all = threat.eps
+        if isinstance(eps_all, Tensor):
+            eps_all = eps_all.to(device=x0.device, dtype=work)
         x1 = start.to(work)
         origin = x0.to(work)
-        flat0 = origin.flatten(1)
         best = x0
         best_norm = torch.full((n,), math.inf, device=x0.device, dtype=work)
+        # with early_stop, an example leaves once it has an adversarial point within ε
+        out, out_norm = best, best_norm.clone()
+        active = torch.arange(n, device=x0.device)
         for _ in range(self.steps):
+            flat0 = origin.flatten(1)
             f, w = boundary(x1.to(dtype))
             with torch.no_grad():
                 f, w = f.to(work), w.to(work)
@@ -353,10 +363,11 @@ class FAB(Attack):
                     torch.cat([flat1, flat0]), torch.cat([w, w]), c, threat.p, threat.domain
                 )
                 lengths = threat.norm(d).clamp_min(_MIN_STEP)
-                a1, a0 = lengths[:n], lengths[n:]
+                m = x1.shape[0]
+                a1, a0 = lengths[:m], lengths[m:]
                 alpha = (a1 / (a1 + a0)).clamp(0.0, self.alpha_max)[:, None]
-                moved = (1 - alpha) * (flat1 + self.eta * d[:n]) + alpha * (
-                    flat0 + self.eta * d[n:]
+                moved = (1 - alpha) * (flat1 + self.eta * d[:m]) + alpha * (
+                    flat0 + self.eta * d[m:]
                 )
                 x1 = threat.clip_domain(moved.view_as(origin))
                 x1 = torch.where(torch.isfinite(x1), x1, origin)
@@ -366,9 +377,29 @@ class FAB(Attack):
             with torch.no_grad():
                 dist = threat.norm(candidate.to(work) - origin)
                 nearer = fooled & (dist < best_norm)
-                best = torch.where(_col(nearer, x0), candidate, best)
+                best = torch.where(_col(nearer, candidate), candidate, best)
                 best_norm = torch.where(nearer, dist, best_norm)
                 x1 = torch.where(_col(fooled, x1), torch.lerp(origin, x1, self.beta), x1)
+            if self.early_stop:
+                eps = eps_all if not isinstance(eps_all, Tensor) else eps_all[active]
+                done = best_norm <= eps
+                if bool(done.any()):
+                    out = out.index_put((active[done],), best[done])
+                    out_norm = out_norm.index_put((active[done],), best_norm[done])
+                    keep = ~done
+                    if not bool(keep.any()):
+                        return out, out_norm <= eps_all
+                    active, x1, origin, best, best_norm, y = (
+                        t[keep] for t in (active, x1, origin, best, best_norm, y)
+                    )
+                    check = check.select(keep)
+                    threat = threat.select(keep.nonzero().squeeze(1))
+                    if target is not None:
+                        target = target[keep]
+        if self.early_stop:
+            out = out.index_put((active,), best)
+            out_norm = out_norm.index_put((active,), best_norm)
+            return out, out_norm <= eps_all
         eps = threat.eps
         if isinstance(eps, Tensor):
             eps = eps.to(device=x0.device, dtype=work)

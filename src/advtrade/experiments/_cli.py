@@ -224,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the trade-off models on N examples (default: the whole training split)",
     )
     add("--test-size", type=_positive_int, metavar="N", help="evaluate on N test examples")
+    add(
+        "--validation-size",
+        type=int,
+        metavar="N",
+        help="hold out N training examples and keep each model's best epoch on them (default: "
+        "1000 for cifar10, 0 otherwise)",
+    )
     add("--epochs", type=_positive_int, metavar="N", help="training epochs at full size")
     add("--train-steps", type=_positive_int, metavar="K", help="PGD steps in training")
     add("--eval-steps", type=_positive_int, metavar="K", help="PGD steps in evaluation")
@@ -255,6 +262,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         amp=args.amp or None,
         eval_attack=args.eval_attack,
         test_size=args.test_size,
+        validation_size=args.validation_size,
         linf_eps=args.linf_eps,
         l2_eps=args.l2_eps,
         linf_eval_eps=args.linf_eval_eps,

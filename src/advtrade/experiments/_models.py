@@ -143,12 +143,32 @@ def train_model(
     if (work / "last.pt").is_file():
         trainer.load(work / "last.pt")
         progress.advance(spec.cost(settings.batch_size, steps) * trainer.epoch // spec.epochs)
-    train_loader, _ = split.loaders(settings.batch_size, seed=spec.seed, augment=settings.augment)
-    history = trainer.fit(train_loader, spec.epochs, checkpoint_dir=work)
+    train, held = _hold_out(split, settings.validation_size, settings.seed)
+    train_loader, _ = train.loaders(settings.batch_size, seed=spec.seed, augment=settings.augment)
+    history = trainer.fit(train_loader, spec.epochs, held, checkpoint_dir=work)
+    if held is not None:
+        trainer.load_best()  # the best held-out epoch, not the last (robust overfitting)
     last = history[-1]
     acc = last.get("train_robust_acc") if spec.norm is not None else last.get("train_clean_acc")
     summary = {"epochs": spec.epochs, "final_loss": last["loss"], "final_train_acc": acc}
+    if held is not None:
+        summary["best_epoch"] = trainer.best.epoch
     return model.eval(), summary
+
+
+def _hold_out(
+    split: Split, size: int, seed: int
+) -> tuple[Split, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """The split without ``size`` seeded held-out training examples, and those as batches."""
+    n = int(split.x_train.shape[0])
+    if size <= 0 or size >= n:
+        return split, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7))
+    held, kept = order[:size], order[size:].sort().values
+    train = Split(split.x_train[kept], split.y_train[kept], split.x_test, split.y_test,
+                  split.num_classes, split.name)
+    x, y = split.x_train[held], split.y_train[held]
+    return train, list(zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH)))
 
 
 def eval_attack(settings: Settings, norm: str, eps: float, num_classes: int, seed: int) -> Attack:

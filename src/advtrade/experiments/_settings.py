@@ -106,6 +106,7 @@ _DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
         "augment": True,
         "train_size": None,
         "test_size": None,
+        "validation_size": 1000,
         "linf_eps": (0.0, 8 / 255),
         "l2_eps": (0.0, 0.5),
         "linf_eval_eps": (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
@@ -127,6 +128,7 @@ _DEFAULTS: dict[tuple[str, bool], dict[str, Any]] = {
         "augment": True,
         "train_size": 256,
         "test_size": 128,
+        "validation_size": 32,
         "linf_eps": (0.0, 8 / 255),
         "l2_eps": (0.0, 0.5),
         "linf_eval_eps": (0.0, 8 / 255),
@@ -156,9 +158,11 @@ class Settings:
     device (floating-point reductions differ across machines: a run elsewhere moved accuracies
     by up to 1.6 points); report numbers with their spread over ``seeds``. Budgets are sorted
     and always include ε = 0; ``train_size`` None trains on the whole training split;
-    ``train_sizes`` are the smaller sizes of the data-size study (the full size is added). The
-    data split uses the first seed for every seed, so seeds vary initialisation, data order and
-    attack starts only.
+    ``train_sizes`` are the smaller sizes of the data-size study (the full size is added). With
+    ``validation_size`` > 0 that many training examples are held out and every model ends at its
+    best epoch on them (held-out PGD robust accuracy: early stopping against robust overfitting,
+    Rice et al. 2020). The data split uses the first seed for every seed, so seeds vary
+    initialisation, data order and attack starts only.
     """
 
     experiments: tuple[str, ...] = EXPERIMENTS
@@ -172,6 +176,7 @@ class Settings:
     train_sizes: tuple[int, ...] = ()
     train_size: int | None = None
     test_size: int | None = None
+    validation_size: int = 0
     epochs: int = 1
     warmup: int = 1
     train_steps: int = 5
@@ -218,6 +223,8 @@ class Settings:
         for name in ("epochs", "warmup", "train_steps", "eval_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.validation_size < 0:
+            raise RunError(f"validation_size must be >= 0, got {self.validation_size}")
         if not self.seeds or any(s < 0 for s in self.seeds):
             raise RunError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         for name, value, choices in (
