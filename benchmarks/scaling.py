@@ -11,6 +11,7 @@ machine: ideal scaling keeps them constant.
     python benchmarks/scaling.py              # CPU: 1 and 2 processes, 1 thread each
     python benchmarks/scaling.py --quick      # fewer steps and repeats
     python benchmarks/scaling.py --device cuda  # 1 GPU with/without AMP, N processes on N GPUs
+    python benchmarks/scaling.py --device cuda --model preact-resnet18 --channels-last
 
 On CPU, processes x threads must not exceed the free cores, or the ratio measures contention.
 """
@@ -36,6 +37,7 @@ from training import small_cnn  # benchmarks/training.py, beside this script
 from advtrade import PGD, LinfBall
 from advtrade.datasets import load_dataset
 from advtrade.distributed import all_reduce, distributed_loader, init_distributed
+from advtrade.models import preact_resnet18
 from advtrade.training import AdversarialTraining, Callback, RobustTrainer
 
 
@@ -69,20 +71,31 @@ def _worker(rank: int, config: dict[str, Any], out: str) -> None:
         device = init_distributed(backend, timeout=datetime.timedelta(seconds=300))
     else:
         device = torch.device(config["device"])
-    split = load_dataset(config["dataset"], seed=0)
-    data = TensorDataset(split.x_train[: config["n"]], split.y_train[: config["n"]])
+    torch.manual_seed(0)
+    if config["model"] == "preact-resnet18":  # random CIFAR-shaped data: timing only
+        g = torch.Generator().manual_seed(0)
+        n = config["n"] if config["n"] < 10**9 else 8 * config["batch_size"] * world
+        data = TensorDataset(torch.rand(n, 3, 32, 32, generator=g),
+                             torch.randint(0, 10, (n,), generator=g))
+        model = preact_resnet18(num_classes=10)
+        eps = 8 / 255
+    else:
+        split = load_dataset(config["dataset"], seed=0)
+        data = TensorDataset(split.x_train[: config["n"]], split.y_train[: config["n"]])
+        c, h, _ = split.input_shape
+        model = small_cnn(c, h, split.num_classes)
+        eps = 0.1
     if ddp:
         loader = distributed_loader(data, config["batch_size"], drop_last=True)
     else:
         gen = torch.Generator().manual_seed(0)
         loader = DataLoader(data, config["batch_size"], shuffle=True, generator=gen, drop_last=True)
-    torch.manual_seed(0)
-    c, h, _ = split.input_shape
-    model = small_cnn(c, h, split.num_classes).to(device)
+    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    objective = AdversarialTraining(PGD(LinfBall(0.1), steps=config["steps"]))
+    objective = AdversarialTraining(PGD(LinfBall(eps), steps=config["steps"]))
     trainer = RobustTrainer(
-        model, opt, objective, ddp=ddp, amp=config["amp"], progress=None, seed=rank
+        model, opt, objective, ddp=ddp, amp=config["amp"], progress=None, seed=rank,
+        channels_last=config["channels_last"],
     )
     clock = CpuClock()
     trainer.callbacks.append(clock)
@@ -116,6 +129,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer PGD steps and repeats")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"])
+    parser.add_argument("--model", default="small-cnn", choices=["small-cnn", "preact-resnet18"],
+                        help="preact-resnet18 trains on random CIFAR-shaped data")
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--processes", type=int, default=None, help="CPU: 2; GPU: #GPUs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -131,6 +147,8 @@ def main() -> None:
     base = {
         "device": args.device,
         "dataset": args.dataset,
+        "model": args.model,
+        "channels_last": args.channels_last,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "steps": args.steps or (3 if args.quick else 10),
@@ -144,7 +162,9 @@ def main() -> None:
     if cuda:
         configs |= {f"{k} amp": {**v, "amp": True} for k, v in configs.items()}
     print(
-        f"PGD-{base['steps']} AT epoch on {args.dataset}, batch {args.batch_size}/process, "
+        f"PGD-{base['steps']} AT epoch, {args.model} on "
+        f"{'random 3x32x32' if args.model == 'preact-resnet18' else args.dataset}, "
+        f"batch {args.batch_size}/process, "
         f"{args.device}, {args.threads} thread(s)/process, {os.cpu_count()} CPU cores"
     )
     results = {name: run({**base, **cfg}) for name, cfg in configs.items()}

@@ -13,7 +13,7 @@ from torch import nn
 
 import advtrade as at
 from advtrade.attacks import FAB
-from advtrade.attacks._fab import project_onto_hyperplane
+from advtrade.attacks._hyperplane import project_onto_hyperplane
 
 from .conftest import SmallCNN
 

@@ -163,6 +163,25 @@ def test_best_without_a_checkpoint_folder_is_kept_in_memory(digits) -> None:
         _trainer(SmallCNN(), at.Standard()).load_best()
 
 
+def test_load_best_works_with_a_scheduler_and_refuses_another_model(digits, tmp_path) -> None:
+    # the CLI's combination: a scheduler, a held-out set and a checkpoint folder
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    trainer = at.RobustTrainer(model, opt, at.Standard(), scheduler=sched, progress=None)
+    held = [(digits.x_test[:100], digits.y_test[:100])]
+    history = trainer.fit(_loader(digits.x_train[:128], digits.y_train[:128]), 3, held,
+                          checkpoint_dir=tmp_path)
+    trainer.load_best()
+    assert trainer.evaluate(held)["clean"] == max(history.column("eval_clean_acc"))
+    wider = SmallCNN(width=8)
+    other = at.RobustTrainer(wider, torch.optim.SGD(wider.parameters(), lr=0.05), at.Standard(),
+                             progress=None)
+    with pytest.raises(ValueError, match="best does not fit.*different model"):
+        other.load_best(tmp_path)
+
+
 # ------------------------------------------------------------------ other conventions
 @dataclass
 class Output:

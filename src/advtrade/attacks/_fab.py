@@ -16,125 +16,20 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._outputs import as_logits
 from .._validation import check_bool, check_choice, check_int, check_number
 from ..guard import ModelMode
 from ..losses import margin_loss
-from ..threats import Domain, ThreatModel
+from ..threats import ThreatModel
 from ._base import Attack
 from ._core import Ascent, check_iterative
+from ._hyperplane import per_example, project_onto_hyperplane, step_to_plane
 
 __all__ = ["FAB", "project_onto_hyperplane"]
 
 _MIN_STEP = 1e-8  # floor of the two projection lengths in FAB's bias weight (the reference's)
-_L2_NEGLIGIBLE = 1e-12  # ℓ2: weights below this fraction of the largest one count as zero
-
-
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    """A (B,) tensor viewed as (B, 1, ..., 1) to act on whole examples of ``like``."""
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
-# -- the projection onto hyperplane ∩ box -----------------------------------------------------
-
-
-def _step_to_plane(t: Tensor, w: Tensor, c: Tensor, p: float, domain: Domain) -> Tensor:
-    """For each row: the ``d`` of least ℓp norm (p = ∞ or 2) with ``⟨w, d⟩ = −c`` and ``t + d``
-    in the box ``domain`` (unbounded for ``None``); where no such ``d`` exists, the ``d`` that
-    moves every coordinate to its face towards the plane (the corner where ⟨w, ·⟩ comes
-    closest to b).
-
-    Rows are independent problems: ``t`` and ``w`` are (N, n), ``c`` = ⟨w, t⟩ − b is (N,).
-    Coordinates with ``w_i = 0`` never move.
-
-    With the orientation fixed so that c ≥ 0, coordinate i moves by ``−sign(w_i)·m_i`` with room
-    ``r_i`` to its face. For ℓ∞, ``m_i = min(λ, r_i)``; for ℓ2 (KKT) ``m_i = min(α|w_i|, r_i)``
-    = ``|w_i|·min(α, r_i/|w_i|)``. Both are ``Σ v_i·min(λ, ρ_i) = c`` for a scalar λ
-    (ℓ∞: v = |w|, ρ = r; ℓ2: v = w², ρ = r/|w|), a nondecreasing piecewise-linear function of λ
-    whose breakpoints are the sorted ρ: evaluating it at all of them (one sort and two cumulative
-    sums) finds the segment holding the solution, where it is linear.
-    """
-    sign = torch.where(c < 0, -1.0, 1.0).to(w.dtype)
-    w = w * sign[:, None]
-    c = c * sign
-    # The problem is invariant to scaling (w, c) together: scale the largest |w_i| to 1.
-    scale = w.abs().amax(dim=1)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    w = w / scale[:, None]
-    c = c / scale
-    a, direction = w.abs(), w.sign()
-    if p == 2.0:
-        active = a > _L2_NEGLIGIBLE
-        a = torch.where(active, a, torch.zeros_like(a))
-        direction = torch.where(active, direction, torch.zeros_like(direction))
-        v = a * a
-    else:
-        v = a
-    if domain is None:  # no face: λ = c / Σv
-        total = v.sum(dim=1)
-        lam = torch.where(total > 0, c / torch.where(total > 0, total, 1.0), 0.0)
-        m = lam[:, None].expand_as(a)
-    else:
-        low, high = domain
-        room = torch.where(w > 0, t - low, high - t).clamp_min(0.0)
-        if p == 2.0:
-            rho = torch.where(a > 0, room / torch.where(a > 0, a, 1.0), torch.zeros_like(a))
-        else:
-            rho = room
-        lam = _solve_breakpoints(v, rho, c)
-        m = torch.minimum(lam[:, None], rho)
-    if p == 2.0:
-        m = a * m
-    return -direction * m
-
-
-def _solve_breakpoints(v: Tensor, rho: Tensor, c: Tensor) -> Tensor:
-    """The least λ ≥ 0 with ``Σ_i v_i·min(λ, ρ_i) = c`` per row (v, ρ ≥ 0, c ≥ 0), or +inf
-    where even λ = ∞ falls short."""
-    n = v.shape[1]
-    rho_s, order = rho.sort(dim=1)
-    v_s = v.gather(1, order)
-    prefix = torch.cumsum(v_s * rho_s, dim=1)  # Σ_{i≤j} v_i ρ_i
-    suffix = torch.cumsum(v_s.flip(1), dim=1).flip(1)  # Σ_{i≥j} v_i
-    after = F.pad(suffix[:, 1:], (0, 1))  # Σ_{i>j} v_i
-    at_breaks = torch.cummax(prefix + rho_s * after, dim=1).values  # the sum at λ = ρ_(j)
-    k = (at_breaks < c[:, None]).sum(dim=1)  # the solution lies in (ρ_(k−1), ρ_(k)]
-    feasible = k < n
-    kk = k.clamp(max=n - 1)[:, None]
-    before = F.pad(prefix, (1, 0)).gather(1, k[:, None]).squeeze(1)  # Σ_{i<k} v_i ρ_i
-    slope = suffix.gather(1, kk).squeeze(1)  # Σ_{i≥k} v_i
-    lam = torch.where(slope > 0, (c - before) / torch.where(slope > 0, slope, 1.0), 0.0)
-    lower = F.pad(rho_s, (1, 0)).gather(1, k[:, None]).squeeze(1)  # ρ_(k−1), 0 for k = 0
-    lam = torch.minimum(torch.maximum(lam, lower), rho_s.gather(1, kk).squeeze(1))
-    return torch.where(feasible, lam, torch.full_like(lam, math.inf))
-
-
-def project_onto_hyperplane(
-    t: Tensor, w: Tensor, b: Tensor, *, p: float, domain: Domain = (0.0, 1.0)
-) -> Tensor:
-    """The smallest move ``d`` (in ℓ∞ or ℓ2) from each row of ``t`` onto ``{z : ⟨w, z⟩ = b}``
-    with ``t + d`` inside the box ``domain`` (``None``: unbounded), or, where the plane misses
-    the box, the move to the corner where ``⟨w, ·⟩`` comes closest to ``b`` (every coordinate
-    to its face towards the plane).
-
-    ``t`` and ``w`` are (N, n), ``b`` is (N,); batched, one sort per row. This is FAB's
-    projection; coordinates with ``w_i = 0`` stay where they are.
-
-    Examples:
-        >>> import torch
-        >>> t, w, b = torch.tensor([[0.2, 0.9]]), torch.tensor([[1.0, 2.0]]), torch.tensor([2.4])
-        >>> project_onto_hyperplane(t, w, b, p=2.0, domain=None)  # along w: 0.9 + 0.16 > 1
-        tensor([[0.0800, 0.1600]])
-        >>> project_onto_hyperplane(t, w, b, p=2.0)  # in [0, 1]: the second coordinate stops
-        tensor([[0.2000, 0.1000]])
-    """
-    if p not in (math.inf, 2.0):
-        raise ValueError(f"p must be inf or 2, got {p!r}")
-    c = (w * t).sum(dim=1) - b
-    return _step_to_plane(t, w, c, p, domain)
 
 
 # -- the linearised boundary ------------------------------------------------------------------
@@ -359,7 +254,7 @@ class FAB(Attack):
                 flat1 = x1.flatten(1)
                 # c = ⟨w, t⟩ − b for the plane {z : f + ⟨w, z − x₁⟩ = 0}, at t = x₁ and t = x₀
                 c = torch.cat([f, f + ((flat0 - flat1) * w).sum(dim=1)])
-                d = _step_to_plane(
+                d = step_to_plane(
                     torch.cat([flat1, flat0]), torch.cat([w, w]), c, threat.p, threat.domain
                 )
                 lengths = threat.norm(d).clamp_min(_MIN_STEP)
@@ -377,9 +272,9 @@ class FAB(Attack):
             with torch.no_grad():
                 dist = threat.norm(candidate.to(work) - origin)
                 nearer = fooled & (dist < best_norm)
-                best = torch.where(_col(nearer, candidate), candidate, best)
+                best = torch.where(per_example(nearer, candidate), candidate, best)
                 best_norm = torch.where(nearer, dist, best_norm)
-                x1 = torch.where(_col(fooled, x1), torch.lerp(origin, x1, self.beta), x1)
+                x1 = torch.where(per_example(fooled, x1), torch.lerp(origin, x1, self.beta), x1)
             if self.early_stop:
                 eps = eps_all if not isinstance(eps_all, Tensor) else eps_all[active]
                 done = best_norm <= eps

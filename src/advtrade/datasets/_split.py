@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .._validation import check_number
 from .augment import Augmented
 
 __all__ = ["Split"]
@@ -142,7 +143,8 @@ def _split_indices(
     depend on ``train_size``, and each class's training items are a prefix of one fixed order
     (so for one seed, learning-curve training sets are nested class by class).
     """
-    if isinstance(test_fraction, bool) or not 0.0 < float(test_fraction) < 1.0:
+    test_fraction = check_number("test_fraction", test_fraction)
+    if not 0.0 < test_fraction < 1.0:
         raise ValueError(
             f"test_fraction must be in the open interval (0, 1), got {test_fraction!r}"
         )

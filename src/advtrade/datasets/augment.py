@@ -8,7 +8,6 @@ sampler order and after resuming from a checkpoint, and never drawn from the glo
 
 from __future__ import annotations
 
-import numbers
 import operator
 from typing import Any
 
@@ -17,21 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._validation import check_bool, check_int
+
 __all__ = ["Augmented", "random_crop_flip"]
-
-
-def _check_int(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if int(value) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return value
 
 
 def random_crop_flip(
@@ -68,8 +55,8 @@ def random_crop_flip(
             f"x must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}; "
             f"use x[None] for a single image"
         )
-    padding = _check_int(padding, "padding", 0)
-    flip = _check_bool(flip, "flip")
+    padding = check_int("padding", padding, minimum=0)
+    flip = check_bool("flip", flip)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -140,15 +127,15 @@ class Augmented(Dataset):
                 f"{type(dataset).__name__}; an IterableDataset cannot be indexed per item"
             )
         self.dataset = dataset
-        self.padding = _check_int(padding, "padding", 0)
-        self.flip = _check_bool(flip, "flip")
-        self.seed = _check_int(seed, "seed", 0)
+        self.padding = check_int("padding", padding, minimum=0)
+        self.flip = check_bool("flip", flip)
+        self.seed = check_int("seed", seed, minimum=0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentations the next reads use (also forwarded to the
         wrapped dataset when it has a ``set_epoch``)."""
-        self.epoch = _check_int(epoch, "epoch", 0)
+        self.epoch = check_int("epoch", epoch, minimum=0)
         inner = getattr(self.dataset, "set_epoch", None)
         if callable(inner):
             inner(self.epoch)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import Tensor, nn
 
 from .._amp import autocast
 from .._batches import DEFAULT_KEYS, BatchKeys, check_keys
-from .._validation import check_bool, check_generator, check_model, check_type
+from .._validation import check_bool, check_generator, check_model, check_number, check_type
 from ..attacks import Attack
 from ._evaluate import Batches, correct, iter_batches
 from ._report import table
@@ -86,14 +85,12 @@ class RobustAccuracyCurve:
 
 
 def _check_epsilons(epsilons: Sequence[float]) -> tuple[float, ...]:
-    try:
-        values = sorted({float(e) for e in epsilons})
-    except (TypeError, ValueError):
-        raise TypeError(f"epsilons must be a sequence of numbers, got {epsilons!r}") from None
-    if not values or not all(math.isfinite(e) and e >= 0 for e in values):
-        raise ValueError(
-            f"epsilons must be a non-empty list of finite budgets >= 0, got {epsilons!r}"
-        )
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Iterable):
+        raise TypeError(f"epsilons must be a sequence of numbers, got {epsilons!r}")
+    values = sorted({check_number(f"epsilons[{i}]", e, minimum=0.0) for i, e in
+                     enumerate(epsilons)})
+    if not values:
+        raise ValueError("epsilons must be a non-empty list of finite budgets >= 0, got []")
     return tuple(values)
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the architectures: the CIFAR-10 statistics and the argument checks."""
+"""Shared pieces of the architectures: the CIFAR-10 statistics, initialisation and checks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "check_dropout",
-    "check_int",
     "kaiming_init",
     "make_normalize",
 ]
@@ -25,16 +24,6 @@ CIFAR10_STD: tuple[float, float, float] = (0.2471, 0.2435, 0.2616)
 """Per-channel (R, G, B) standard deviation of the CIFAR-10 training images in [0, 1]."""
 
 Stats = Sequence[float] | Tensor
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an ``int``; TypeError unless an integer (bools refused), ValueError if below
-    ``minimum``. Both messages name the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def check_dropout(dropout: object) -> float:

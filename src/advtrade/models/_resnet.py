@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_dropout, check_int, make_normalize
+from .._validation import check_int
+from ._common import check_dropout, make_normalize
 
 __all__ = ["PreActBlock", "PreActResNet", "preact_resnet18"]
 
@@ -26,9 +27,9 @@ class PreActBlock(nn.Module):
         self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        in_channels = check_int("in_channels", in_channels, 1)
-        out_channels = check_int("out_channels", out_channels, 1)
-        stride = check_int("stride", stride, 1)
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        out_channels = check_int("out_channels", out_channels, minimum=1)
+        stride = check_int("stride", stride, minimum=1)
         dropout = check_dropout(dropout)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -72,15 +73,18 @@ class PreActResNet(nn.Module):
         std: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__()
-        num_classes = check_int("num_classes", num_classes, 2)
-        in_channels = check_int("in_channels", in_channels, 1)
+        num_classes = check_int("num_classes", num_classes, minimum=2)
+        in_channels = check_int("in_channels", in_channels, minimum=1)
         if isinstance(blocks_per_stage, (str, bytes)) or not isinstance(blocks_per_stage, Sequence):
             raise TypeError(
                 f"blocks_per_stage must be a sequence of integers, got {blocks_per_stage!r}"
             )
         if len(blocks_per_stage) == 0:
             raise ValueError("blocks_per_stage must have at least one stage, got ()")
-        counts = [check_int(f"blocks_per_stage[{i}]", n, 1) for i, n in enumerate(blocks_per_stage)]
+        counts = [
+            check_int(f"blocks_per_stage[{i}]", n, minimum=1)
+            for i, n in enumerate(blocks_per_stage)
+        ]
         self.normalize = make_normalize(mean, std, in_channels)
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         width = 64

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ._common import check_int
+from .._validation import check_int
 
 __all__ = ["small_cnn"]
 
@@ -37,8 +37,8 @@ def small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Sequent
         raise TypeError(f"input_shape must be a (C, H, W) tuple of integers, got {input_shape!r}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W): 3 integers, got {tuple(input_shape)}")
-    c, h, w = (check_int(f"input_shape[{i}]", v, 1) for i, v in enumerate(input_shape))
-    num_classes = check_int("num_classes", num_classes, 2)
+    c, h, w = (check_int(f"input_shape[{i}]", v, minimum=1) for i, v in enumerate(input_shape))
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     stride, kernel = (1, 3) if max(h, w) <= 12 else (2, 5)
     h2, w2 = math.ceil(math.ceil(h / stride) / 2), math.ceil(math.ceil(w / stride) / 2)
     return nn.Sequential(

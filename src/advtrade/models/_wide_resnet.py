@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import check_dropout, check_int, kaiming_init, make_normalize
+from .._validation import check_int
+from ._common import check_dropout, kaiming_init, make_normalize
 from ._resnet import PreActBlock
 
 __all__ = ["WideResNet", "wide_resnet"]
@@ -52,10 +53,10 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         depth = _check_depth(depth)
-        widen_factor = check_int("widen_factor", widen_factor, 1)
-        num_classes = check_int("num_classes", num_classes, 2)
+        widen_factor = check_int("widen_factor", widen_factor, minimum=1)
+        num_classes = check_int("num_classes", num_classes, minimum=2)
         dropout = check_dropout(dropout)
-        in_channels = check_int("in_channels", in_channels, 1)
+        in_channels = check_int("in_channels", in_channels, minimum=1)
         blocks = (depth - 4) // 6
         self.normalize = make_normalize(mean, std, in_channels)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)

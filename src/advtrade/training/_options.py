@@ -18,6 +18,7 @@ from .._validation import (
     check_int,
     check_label_range,
     check_labels,
+    check_loader,
     check_model,
     check_number,
     check_type,
@@ -28,7 +29,7 @@ from ..guard import model_guard
 from ._callbacks import Callback
 from ._objectives import Objective
 
-__all__ = ["check_trainer_args", "prepare_model", "read_batch"]
+__all__ = ["check_fit_args", "check_trainer_args", "prepare_model", "read_batch"]
 
 
 def check_trainer_args(
@@ -105,6 +106,31 @@ def check_trainer_args(
     for cb in callbacks:
         out.append(check_type("callbacks", cb, Callback, "a sequence of advtrade Callback objects"))
     return clip, seed_, decay, out
+
+
+def check_fit_args(
+    train_loader: object,
+    epochs: object,
+    eval_loader: object,
+    eval_attack: object,
+    patience: object,
+    checkpoint_every: object,
+) -> tuple[int, int | None]:
+    """Check ``fit``'s arguments before any training; returns ``(epochs, patience)``."""
+    epochs = check_int("epochs", epochs, minimum=1)
+    check_int("checkpoint_every", checkpoint_every, minimum=1)
+    check_loader("train_loader", train_loader)
+    if eval_loader is not None:
+        check_loader("eval_loader", eval_loader)
+    if eval_attack is not None:
+        check_type("eval_attack", eval_attack, Attack, "an Attack or None")
+    if patience is None:
+        return epochs, None
+    if eval_loader is None:
+        raise ValueError(
+            "patience needs an eval_loader: it counts epochs without a better held-out score"
+        )
+    return epochs, check_int("patience", patience, minimum=1)
 
 
 def prepare_model(

@@ -19,6 +19,7 @@ from ._history import History
 from ._objectives import Objective
 from ._state import (
     check_compatible,
+    check_model_fits,
     class_name,
     cuda_states,
     loader_generators,
@@ -192,14 +193,7 @@ class TrainerState:
                 "no best epoch is known: fit with an eval_loader first (without checkpoint_dir "
                 "the best weights are kept in memory), or pass the checkpoint_dir holding best.pt"
             )
-        check_compatible(
-            {"model": weights["model"], "optimizer": self.optimizer.state_dict()},
-            model=plain_module(self.model),
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            objective=self.objective,
-            where="best",
-        )
+        check_model_fits(plain_module(self.model), weights["model"], "best")
         plain_module(self.model).load_state_dict(weights["model"])
         if self.average is not None and weights.get("ema") is not None:
             self.average.load_state_dict(weights["ema"])

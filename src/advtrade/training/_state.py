@@ -17,6 +17,7 @@ from ..guard import unwrap_model
 __all__ = [
     "apply_loader_states",
     "check_compatible",
+    "check_model_fits",
     "class_name",
     "cuda_states",
     "loader_generators",
@@ -130,6 +131,17 @@ def _same_class(saved: str | None, given: str | None) -> bool:
     if saved is None or given is None:
         return saved is given
     return saved.rsplit(".", 1)[-1] == given.rsplit(".", 1)[-1]
+
+
+def check_model_fits(model: nn.Module, saved: Mapping[str, Any], where: str) -> None:
+    """Raise ``ValueError`` naming every difference between the saved weights ``saved`` and
+    ``model`` (missing or unexpected keys, shapes) before anything is loaded."""
+    differences = _model_differences(model, saved)
+    if differences:
+        raise ValueError(
+            f"checkpoint {where} does not fit this trainer: it was saved from a different "
+            f"model: " + "; ".join(differences)
+        )
 
 
 def check_compatible(

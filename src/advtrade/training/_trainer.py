@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .. import distributed
 from .._batches import DEFAULT_KEYS, BatchKeys, check_keys
 from .._outputs import as_class_index, as_logits
-from .._validation import check_int, check_loader, check_type
+from .._validation import check_loader
 from ..attacks import Attack
 from ..evaluation import EvaluationReport, evaluate
 from ..guard import ModelMode
@@ -34,7 +34,7 @@ from ._checkpoint import Checkpoint
 from ._context import TrainContext
 from ._history import History, Record
 from ._objectives import Objective, StepOutput
-from ._options import check_trainer_args, prepare_model, read_batch
+from ._options import check_fit_args, check_trainer_args, prepare_model, read_batch
 from ._persistence import TrainerState
 from ._schedules import EpsilonSchedule
 from ._state import apply_loader_states, plain_module
@@ -186,19 +186,11 @@ class RobustTrainer(TrainerState):
         improvement. ``checkpoint_dir`` saves ``last.pt`` every ``checkpoint_every`` epochs and
         after the last one. Every argument is checked before any training.
         """
-        epochs = check_int("epochs", epochs, minimum=1)
-        check_loader("train_loader", train_loader)
-        if eval_loader is not None:
-            check_loader("eval_loader", eval_loader)
         if eval_attack is _OBJECTIVE_ATTACK:
             eval_attack = self.objective.attack
-        if eval_attack is not None:
-            check_type("eval_attack", eval_attack, Attack, "an Attack or None")
-        if patience is not None:
-            patience = check_int("patience", patience, minimum=1)
-            if eval_loader is None:
-                raise ValueError("patience needs an eval_loader: it counts epochs without a "
-                                 "better held-out score")
+        epochs, patience = check_fit_args(
+            train_loader, epochs, eval_loader, eval_attack, patience, checkpoint_every
+        )
         callbacks = list(self.callbacks)
         checkpoint = None
         if checkpoint_dir is not None:
@@ -270,16 +262,9 @@ class RobustTrainer(TrainerState):
 
     def _context(self, epoch: int, eps: float | None) -> TrainContext:
         return TrainContext(
-            self.model,
-            self.optimizer,
-            generator=self.generator,
-            epoch=epoch,
-            eps=eps,
-            attack_mode=self.attack_mode,
-            amp=self.amp,
-            device_type=self.device.type,
-            scaler=self._scaler,
-            grad_clip=self.grad_clip,
+            self.model, self.optimizer, generator=self.generator, epoch=epoch, eps=eps,
+            attack_mode=self.attack_mode, amp=self.amp, device_type=self.device.type,
+            scaler=self._scaler, grad_clip=self.grad_clip,
             after_step=None if self.average is None else self.average.update,
         )
 
@@ -360,14 +345,8 @@ class RobustTrainer(TrainerState):
 
     def _unpack(self, batch: Any, index: int) -> tuple[Tensor, Tensor]:
         x, y, self._num_classes = read_batch(
-            batch,
-            "train_loader",
-            index,
-            keys=self.batch_keys,
-            device=self.device,
-            channels_last=self.channels_last,
-            model=self.model,
-            num_classes=self._num_classes,
+            batch, "train_loader", index, keys=self.batch_keys, device=self.device,
+            channels_last=self.channels_last, model=self.model, num_classes=self._num_classes,
         )
         return x, y
 
