@@ -106,6 +106,12 @@ def test_quick_report_datasize_and_models(results: dict) -> None:
     assert len(keys) == len(set(keys))
     standard = next(m for m in results["models"] if m["key"] == f"standard-n{full}-s0")
     assert set(standard["curves"]) == {"linf", "l2"}  # one standard model serves both norms
+    # the data-size study's smaller models are measured clean only (no attack is spent on
+    # them); the full-size ones carry the trade-off's robust curves
+    for m in results["models"]:
+        curve = next(iter(m["curves"].values()))
+        assert 0 < curve["clean"] <= 1 and len(curve["clean_interval"]) == 2
+        assert bool(curve["robust"]) == (m["train_size"] == full), m["key"]
 
 
 @needs_digits

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..attacks import APGD, APGDT, PGD, Attack, AutoAttack, WorstOf
 from ..datasets import Split
-from ..evaluation import robust_accuracy_curve, wilson_interval
+from ..evaluation import evaluate, robust_accuracy_curve, wilson_interval
 from ..models import CIFAR10_MEAN, CIFAR10_STD, preact_resnet18, small_cnn
 from ..threats import L2Ball, LinfBall, ThreatModel
 from ..training import AdversarialTraining, LinearWarmup, Objective, RobustTrainer, Standard
@@ -67,7 +67,9 @@ def model_key(norm: str | None, eps: float, size: int, seed: int) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model to train: ``norm`` is None for standard training (ε = 0, shared by both norms)."""
+    """One model to train: ``norm`` is None for standard training (ε = 0, shared by both norms).
+    ``curves`` says whether its robust-accuracy curves are measured (the data-size study's
+    smaller models need only clean accuracy)."""
 
     norm: str | None
     eps: float
@@ -75,6 +77,7 @@ class ModelSpec:
     epochs: int
     warmup: int
     seed: int = 0
+    curves: bool = True
 
     @property
     def key(self) -> str:
@@ -207,9 +210,18 @@ def evaluate_model(
     *,
     seed: int,
     device: torch.device,
+    robust: bool = True,
 ) -> dict[str, Any]:
     """Clean accuracy and robust accuracy at every evaluation budget on the test set, with each
-    accuracy's binomial 95% interval (one :func:`~advtrade.robust_accuracy_curve`)."""
+    accuracy's binomial 95% interval (one :func:`~advtrade.robust_accuracy_curve`); with
+    ``robust=False`` clean accuracy only (no budgets)."""
+    if not robust:
+        report = evaluate(model, (split.x_test, split.y_test), {"clean": None}, device=device,
+                          amp=settings.amp)
+        k = report.counts["clean"]
+        return {"n_test": report.n, "clean": report.clean_accuracy,
+                "clean_interval": list(wilson_interval(k, report.n)), "eval_eps": [],
+                "robust": [], "robust_interval": []}
     epsilons = settings.eval_eps(norm)
     attack = eval_attack(settings, norm, max(epsilons) or 1.0, split.num_classes, seed)
     generator = torch.Generator(device=device).manual_seed(seed + 1)

@@ -39,14 +39,14 @@ def datasize_eps(train_eps: Iterable[float]) -> tuple[float, ...]:
 
 
 def _spec(
-    settings: Settings, norm: str, eps: float, size: int, full: int, seed: int
+    settings: Settings, norm: str, eps: float, size: int, full: int, seed: int, curves: bool
 ) -> ModelSpec:
     bs = settings.batch_size
     ratio = math.ceil(full / bs) / math.ceil(size / bs)  # equal optimiser steps for every size
     epochs = max(1, math.ceil(settings.epochs * ratio - 1e-9))
     warmup = max(1, math.ceil(settings.warmup * ratio - 1e-9))
     norm_ = None if eps == 0 else norm
-    return ModelSpec(norm_, float(eps), size, epochs, min(warmup, epochs), seed)
+    return ModelSpec(norm_, float(eps), size, epochs, min(warmup, epochs), seed, curves)
 
 
 def perception_norm(settings: Settings) -> str | None:
@@ -59,13 +59,14 @@ def perception_norm(settings: Settings) -> str | None:
 
 
 def plan_models(settings: Settings, full: int) -> list[ModelSpec]:
-    """Every model the selected experiments need, each once, trade-off models first."""
+    """Every model the selected experiments need, each once, trade-off models first; only the
+    trade-off and perception models get robust-accuracy curves."""
     specs: dict[str, ModelSpec] = {}
 
-    def add(norm: str, eps: float, size: int) -> None:
+    def add(norm: str, eps: float, size: int, curves: bool = True) -> None:
         for seed in settings.seeds:
-            spec = _spec(settings, norm, eps, size, full, seed)
-            specs.setdefault(spec.key, spec)
+            spec = _spec(settings, norm, eps, size, full, seed, curves)
+            specs.setdefault(spec.key, spec)  # the first need wins: trade-off models have curves
 
     chosen = settings.experiments
     if "tradeoff" in chosen:
@@ -82,7 +83,7 @@ def plan_models(settings: Settings, full: int) -> list[ModelSpec]:
         for norm in NORMS:
             for eps in datasize_eps(settings.train_eps(norm)):
                 for size in sizes:
-                    add(norm, eps, size)
+                    add(norm, eps, size, curves=False)  # the study compares clean accuracy
     return list(specs.values())
 
 
@@ -138,7 +139,7 @@ def run_models(
                 norms = NORMS if spec.norm is None else (spec.norm,)
                 curves = {
                     norm: evaluate_model(model, split, settings, norm, seed=spec.seed,
-                                         device=device)
+                                         device=device, robust=spec.curves)
                     for norm in norms
                 }
                 clean = next(iter(curves.values()))["clean"]

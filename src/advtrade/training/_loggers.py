@@ -26,23 +26,13 @@ from .. import distributed
 from .._validation import check_bool, check_output_dir
 from ._callbacks import Callback, TrainerView
 from ._checkpoint import remove_orphans
-from ._history import Record
+from ._history import COLUMNS, Record
 
 __all__ = ["CSV_COLUMNS", "CSVLogger", "TensorBoardLogger", "tensorboard_available"]
 
 #: The columns every advtrade CSV log starts with, in this order; keys that the records carry
 #: besides these (from other callbacks) follow them.
-CSV_COLUMNS: tuple[str, ...] = (
-    "epoch",
-    "loss",
-    "train_clean_acc",
-    "train_robust_acc",
-    "eval_clean_acc",
-    "eval_robust_acc",
-    "eps",
-    "lr",
-    "time",
-)
+CSV_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("time") + 1]
 
 _TMP_TAG = "advtrade-"  # the temporary-name pattern of _checkpoint, so remove_orphans applies
 _HEADER_LIMIT = 1 << 16  # an advtrade header is far shorter; a longer first line is foreign
