@@ -9,9 +9,12 @@ raised, so a check that refuses everything would fail too.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import advtrade as at
-from advtrade import datasets, evaluation, models, perception, synthetic, training
+from advtrade import datasets, evaluation, models, perception, plotting, synthetic, training
 
 T = at.LinfBall(0.1)
 X = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -36,6 +39,11 @@ def _model() -> nn.Module:
 
 def _loader() -> DataLoader:
     return DataLoader(TensorDataset(X, Y), batch_size=2)
+
+
+def _curves(**kwargs: Any) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        plotting.save_curves(Path(folder) / "curves.png", [0, 1], {"a": [0.5, 1.0]}, **kwargs)
 
 
 def _trainer(**kwargs: Any) -> training.RobustTrainer:
@@ -176,6 +184,8 @@ ARGS = [
     Arg("wide_resnet", lambda v: models.wide_resnet(depth=10, widen_factor=v), "widen_factor",
         "count", 1),
 ]
+if importlib.util.find_spec("matplotlib") is not None:  # the plot extra
+    ARGS.append(Arg("save_curves", lambda v: _curves(dpi=v), "dpi", "count", 50, low=10))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._validation import check_int
 from .perception import PerceptionPanel, normalize_for_display
 
 __all__ = ["require_matplotlib", "save_curves", "save_image_grid", "save_perception_figure"]
@@ -45,14 +46,7 @@ def _check_path(path: str | Path) -> Path:
     out = Path(path)
     if out.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png (figures are written as PNG), got {str(out)!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _check_images(images: object, name: str, ndim: int = 4) -> Tensor:
@@ -80,6 +74,7 @@ def _new_figure(width_px: int, height_px: int, dpi: int) -> Any:
 
 
 def _save(fig: Any, path: Path, dpi: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)  # only once every argument has been checked
     fig.savefig(path, dpi=dpi, format="png")
     return path
 
@@ -181,7 +176,7 @@ def save_image_grid(
     """
     out = _check_path(path)
     grid = _check_images(images, "images", ndim=5)
-    cell, dpi = _check_int("cell_px", cell_px, 8), _check_int("dpi", dpi, 10)
+    cell, dpi = check_int("cell_px", cell_px, minimum=8), check_int("dpi", dpi, minimum=10)
     rows, cols = grid.shape[:2]
     rlabels = _check_labels(row_labels, rows, "row_labels")
     clabels = _check_labels(col_labels, cols, "col_labels")
@@ -217,9 +212,9 @@ def save_perception_figure(
     out = _check_path(path)
     if not isinstance(panels, Mapping) or not panels:
         raise TypeError("panels must be a non-empty mapping of model name -> PerceptionPanel")
-    n = _check_int("n", n, 2)
-    rows_max = _check_int("max_rows", max_rows, 1)
-    cell, dpi = _check_int("cell_px", cell_px, 8), _check_int("dpi", dpi, 10)
+    n = check_int("n", n, minimum=2)
+    rows_max = check_int("max_rows", max_rows, minimum=1)
+    cell, dpi = check_int("cell_px", cell_px, minimum=8), check_int("dpi", dpi, minimum=10)
     first = next(iter(panels.values()))
     for name, panel in panels.items():
         if not isinstance(panel, PerceptionPanel):
@@ -279,8 +274,8 @@ def save_curves(
             raise ValueError(f"ys[{label!r}] has {len(vals)} values but x has {len(xs)}")
     if not (isinstance(size_px, tuple) and len(size_px) == 2):
         raise ValueError(f"size_px must be a (width, height) pair of integers, got {size_px!r}")
-    width, height = (_check_int("size_px", v, 16) for v in size_px)
-    dpi = _check_int("dpi", dpi, 10)
+    width, height = (check_int("size_px", v, minimum=16) for v in size_px)
+    dpi = check_int("dpi", dpi, minimum=10)
     fig = _new_figure(width, height, dpi)
     ax = fig.add_subplot(1, 1, 1)
     for label, vals in lines.items():
