@@ -133,8 +133,9 @@ def test_targeted_worst_of_takes_per_example_the_first_attack_that_reaches_the_t
         hit = model(x_adv).argmax(1) == target
     assert torch.equal(hit, gap < 2 * g1)
     assert 0 < int(first.sum()) < int(hit.sum()) < 200  # every case occurs
-    # each FGSM: a forward+backward and a forward of its point; WorstOf scores the point
-    assert counting.rows == 3 * 200 + 3 * (200 - int(first.sum()))
+    # each FGSM: one forward+backward (its step's point is returned unscored); WorstOf scores
+    # the point
+    assert counting.rows == 2 * 200 + 2 * (200 - int(first.sum()))
 
 
 # -- 2. properties --------------------------------------------------------------------------
@@ -311,6 +312,29 @@ def test_robust_accuracy_falls_with_eps_and_reaches_zero(digits_cnn, digits, nor
     assert accs[-1] == 0.0, accs
 
 
+@pytest.mark.parametrize("threat", [at.LinfBall(0.1), at.L2Ball(0.75)], ids=["linf", "l2"])
+def test_success_finds_what_best_finds_in_one_pass_less(digits_cnn, digits, threat) -> None:
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    model = Counting(digits_cnn)
+    out, rows = {}, {}
+    for select in ("success", "best", "last"):
+        model.reset()
+        out[select] = at.PGD(threat, steps=6, select=select)(model, x, y, generator=gen(5))
+        rows[select] = model.rows
+    assert rows["success"] == rows["last"] == 6 * 200 and rows["best"] == 7 * 200
+    with torch.no_grad():
+        logits = {k: digits_cnn(v) for k, v in out.items()}
+    fooled = {k: v.argmax(1) != y for k, v in logits.items()}
+    assert torch.equal(fooled["success"], fooled["best"])  # the same robust accuracy
+    assert bool((fooled["last"] <= fooled["success"]).all())  # never fewer than the last iterate
+    assert 0 < int(fooled["success"].sum()) < 200
+    # examples no iterate fooled: "success" ends at the last iterate, "best" at the max loss
+    keep = ~fooled["best"]
+    torch.testing.assert_close(out["success"][keep], out["last"][keep])
+    loss = {k: cross_entropy(v, y) for k, v in logits.items()}
+    assert bool((loss["best"][keep] >= loss["last"][keep] - 1e-6).all())
+
+
 def test_early_stop_gives_the_same_accuracy_with_less_work(digits_cnn, digits):
     x, y = digits.x_test[:200], digits.y_test[:200]
     model = Counting(digits_cnn)
@@ -322,7 +346,8 @@ def test_early_stop_gives_the_same_accuracy_with_less_work(digits_cnn, digits):
             results[early] = ((digits_cnn(x_adv).argmax(1) == y), model.rows)
     # the model is batch-independent in eval mode, so unfooled trajectories are identical
     assert torch.equal(results[False][0], results[True][0])
-    assert results[True][1] < 0.7 * results[False][1]
+    assert results[False][1] == 10 * 200  # exactly one pass per step, no scoring pass
+    assert results[True][1] < 0.75 * results[False][1]
 
 
 def test_restarts_and_worst_of_never_weaken_the_attack(digits_cnn, digits):

@@ -1,4 +1,5 @@
-"""Threat models: the ℓ2 steepest-ascent direction at the edges of floating point.
+"""Threat models: the ℓ2 steepest-ascent direction at the edges of floating point, and the
+random start on the ball's surface.
 
 A confident example's input gradient can be tiny (1e-30, or subnormal in float32); an ℓ2
 attack must still step along g/‖g‖, which a naive float32 ‖g‖ (whose square underflows to 0)
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
+import advtrade as at
 from advtrade.threats import L2Ball
 
 F32, F64 = torch.float32, torch.float64
@@ -71,3 +75,27 @@ def test_l2_direction_of_zero_and_non_finite_gradients(dtype) -> None:
     )
     torch.testing.assert_close(direction, expected, rtol=1e-6, atol=1e-30)
     assert torch.equal(direction[[0, 4]], torch.zeros(2, 4, dtype=dtype))
+
+
+@given(
+    norm=st.sampled_from(["linf", "l2"]),
+    batch=st.integers(1, 6),
+    dim=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    per_example=st.booleans(),
+)
+def test_surface_start_lies_on_the_sphere(norm, batch, dim, seed, per_example) -> None:
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.rand(batch, generator=g, dtype=F64) + 0.1 if per_example else 0.3
+    cls = at.LinfBall if norm == "linf" else at.L2Ball
+    x = torch.randn(batch, dim, generator=g, dtype=F64)
+    threat = cls(eps, domain=None)
+    start = threat.surface_start(x, torch.Generator().manual_seed(seed))
+    expected = eps if per_example else torch.full((batch,), eps, dtype=F64)
+    torch.testing.assert_close(threat.norm(start - x), expected)
+    again = threat.surface_start(x, torch.Generator().manual_seed(seed))
+    assert torch.equal(start, again)  # one seed, one start
+    # inside a domain it is clipped, and stays inside ball ∩ domain
+    box = cls(eps).surface_start(x.sigmoid(), torch.Generator().manual_seed(seed))
+    assert bool(((box >= 0) & (box <= 1)).all())
+    assert bool((cls(eps).norm(box - x.sigmoid()) <= expected + 1e-12).all())

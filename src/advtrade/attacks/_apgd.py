@@ -58,7 +58,9 @@ class _State:
 class APGD(Attack):
     """Auto-PGD (Croce & Hein 2020) with the cross-entropy or DLR loss, any threat model.
 
-    Each of ``steps`` iterations takes a threat-norm step of size η (initially
+    It starts from a random point on the ball's surface (``random_start``; see
+    :meth:`~advtrade.ThreatModel.surface_start`), as the reference implementation does. Each of
+    ``steps`` iterations takes a threat-norm step of size η (initially
     ``initial_step``·ε) along the threat's ascent direction, projects onto ball ∩ domain, and
     mixes in the previous move with ``momentum`` (none on the first step). At checkpoints
     (after 22% of the steps, then at shrinking intervals, as in the paper) an example's η is
@@ -161,7 +163,7 @@ class APGD(Attack):
     ) -> Best:
         """One APGD run from one start; returns each example's best point."""
         n = x.shape[0]
-        x_adv = threat.random_start(x, generator) if self.random_start else x
+        x_adv = threat.surface_start(x, generator) if self.random_start else x
         point = ascent(x_adv)
         assert point.grad is not None
         best = Best.start(x_adv, point)

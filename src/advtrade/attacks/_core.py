@@ -34,6 +34,7 @@ __all__ = [
     "ascent_step",
     "check_iterative",
     "input_gradient",
+    "per_example",
     "success",
     "take",
     "with_restarts",
@@ -272,6 +273,11 @@ def with_restarts(restarts: int, run: Callable[[Tensor | None], Best]) -> Best:
             break
         best.merge(todo, run(todo))
     return best
+
+
+def per_example(v: Tensor, like: Tensor) -> Tensor:
+    """A (B,) tensor viewed as (B, 1, ..., 1) to act on whole examples of ``like``."""
+    return v.view(-1, *([1] * (like.ndim - 1)))
 
 
 def take(index: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:

@@ -24,8 +24,8 @@ from ..guard import ModelMode
 from ..losses import margin_loss
 from ..threats import ThreatModel
 from ._base import Attack
-from ._core import Ascent, check_iterative
-from ._hyperplane import per_example, project_onto_hyperplane, step_to_plane
+from ._core import Ascent, check_iterative, per_example
+from ._hyperplane import project_onto_hyperplane, step_to_plane
 
 __all__ = ["FAB", "project_onto_hyperplane"]
 

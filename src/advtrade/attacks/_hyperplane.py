@@ -15,14 +15,9 @@ from torch import Tensor
 
 from ..threats import Domain
 
-__all__ = ["per_example", "project_onto_hyperplane", "step_to_plane"]
+__all__ = ["project_onto_hyperplane", "step_to_plane"]
 
 _L2_NEGLIGIBLE = 1e-12  # ℓ2: weights below this fraction of the largest one count as zero
-
-
-def per_example(v: Tensor, like: Tensor) -> Tensor:
-    """A (B,) tensor viewed as (B, 1, ..., 1) to act on whole examples of ``like``."""
-    return v.view(-1, *([1] * (like.ndim - 1)))
 
 
 # -- the projection onto hyperplane ∩ box -----------------------------------------------------

@@ -18,7 +18,15 @@ from ..guard import ModelMode
 from ..losses import Loss, cross_entropy
 from ..threats import Eps, ThreatModel
 from ._base import Attack
-from ._core import Ascent, Best, ascent_step, check_iterative, take, with_restarts
+from ._core import (
+    Ascent,
+    Best,
+    ascent_step,
+    check_iterative,
+    per_example,
+    take,
+    with_restarts,
+)
 
 __all__ = ["FGSM", "PGD"]
 
@@ -29,18 +37,25 @@ class PGD(Attack):
 
     Each of ``steps`` iterations takes a step of ``step_size`` (default 2.5·ε/steps) along the
     threat's steepest-ascent direction of the loss (default cross-entropy) and projects back onto
-    ball ∩ domain. ``select="best"`` (default) returns, per example, the worst iterate found — a
-    misclassified point beats any loss, then the higher loss wins — over ``restarts`` runs from
-    independent random starts (later restarts attack only the examples not yet fooled);
-    ``select="last"`` returns the last iterate of one run, exactly ``steps`` forward+backward
-    passes (what adversarial training uses). ``early_stop`` freezes each example at its first
-    misclassified iterate and drops it from later passes. ``targeted`` makes ``y`` the target
-    classes and minimises the loss instead. ``eot`` averages each step's gradient over that many
-    forward passes (randomised models). ``mode`` runs the model in eval mode (default) or as it
-    is (see :func:`advtrade.model_guard`).
+    ball ∩ domain. Which iterate comes back, per example:
 
-    Cost with ``select="best"``: ``steps`` forward+backward passes and a forward pass of the last
-    iterate; with ``select="last"``: ``steps`` forward+backward passes.
+    - ``select="success"`` (default): a successful iterate (misclassified; the target class when
+      ``targeted``) when one was found — the highest-loss one among them — else the last
+      iterate. Each step's forward pass scores the point it differentiates at, so this costs
+      exactly ``steps`` forward+backward passes, and finds exactly the successes ``"best"``
+      finds: robust accuracy is the same.
+    - ``select="best"``: the worst iterate — a successful point beats any loss, then the higher
+      loss wins — also for examples never fooled (the max-loss point, e.g. to estimate a robust
+      loss). It scores the last iterate too: one more forward pass.
+    - ``select="last"``: the last iterate of one run, exactly ``steps`` forward+backward passes
+      (what adversarial training uses).
+
+    ``restarts`` reruns from independent random starts on the examples no run has fooled yet and
+    keeps each example's worst case (this scores every run's last iterate). ``early_stop``
+    freezes each example at its first successful iterate and drops it from later passes.
+    ``targeted`` makes ``y`` the target classes and minimises the loss instead. ``eot`` averages
+    each step's gradient over that many forward passes (randomised models). ``mode`` runs the
+    model in eval mode (default) or as it is (see :func:`advtrade.model_guard`).
 
     Examples:
         A linear model whose logits are the input itself: class 0 wins iff x0 > x1.
@@ -69,7 +84,7 @@ class PGD(Attack):
     loss: Loss | None = None
     targeted: bool = False
     early_stop: bool = False
-    select: Literal["best", "last"] = "best"
+    select: Literal["success", "best", "last"] = "success"
     eot: int = 1
     mode: ModelMode = "eval"
 
@@ -81,12 +96,12 @@ class PGD(Attack):
             check_bool(name, getattr(self, name))
         if self.loss is not None and not callable(self.loss):
             raise TypeError(f"loss must be a callable (logits, y) -> (B,), got {self.loss!r}")
-        check_choice("select", self.select, ("best", "last"))
+        check_choice("select", self.select, ("success", "best", "last"))
         check_choice("mode", self.mode, ("eval", "as_is"))
         if self.select == "last" and (self.restarts > 1 or self.early_stop):
             raise ValueError(
                 "select='last' returns the last iterate of a single run; restarts and "
-                "early_stop need select='best' (they keep each example's worst case)"
+                "early_stop need select='success' or 'best' (they keep each example's worst case)"
             )
 
     def with_threat(self, threat: ThreatModel) -> PGD:
@@ -104,7 +119,7 @@ class PGD(Attack):
         return replace(self, threat=self.threat.with_eps(eps), step_size=step or None)
 
     def with_early_stop(self) -> PGD:
-        return replace(self, early_stop=True) if self.select == "best" else self
+        return replace(self, early_stop=True) if self.select != "last" else self
 
     def _alpha(self, threat: ThreatModel, x: Tensor) -> Tensor | float:
         if self.step_size is not None:
@@ -124,10 +139,13 @@ class PGD(Attack):
         if self.select == "last":
             return self._last(self._ascent(model, y), x, generator)
 
+        # restarts compare runs by their outcome, so every run's last iterate must be scored
+        score_last = self.select == "best" or self.restarts > 1
+
         def run(index: Tensor | None) -> Best:
             xs, ys = take(index, x, y)
             threat = self.threat if index is None else self.threat.select(index)
-            return self._best(self._ascent(model, ys), xs, threat, generator)
+            return self._best(self._ascent(model, ys), xs, threat, generator, score_last)
 
         return with_restarts(self.restarts, run).x
 
@@ -143,11 +161,17 @@ class PGD(Attack):
         return x_adv
 
     def _best(
-        self, ascent: Ascent, x: Tensor, threat: ThreatModel, generator: torch.Generator | None
+        self,
+        ascent: Ascent,
+        x: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator | None,
+        score_last: bool,
     ) -> Best:
         """One run from one start; returns each example's best iterate. Each step's forward
         pass scores the point it differentiates at, so only the last iterate needs one more
-        forward pass."""
+        forward pass (``score_last``); without it, examples no scored iterate fooled end at the
+        last iterate."""
         x_adv = self._start(x, threat, generator)
         project, alpha = threat.projector(x), self._alpha(threat, x)
         best: Best | None = None
@@ -175,7 +199,10 @@ class PGD(Attack):
                 project, alpha = threat.projector(x), self._alpha(threat, x)
             x_adv = ascent_step(threat, project, x_adv, alpha, grad)
         assert best is not None
-        best.update(x_adv, ascent(x_adv, grad=False))
+        if score_last:
+            best.update(x_adv, ascent(x_adv, grad=False))
+        else:  # its outcome is left to the caller; the tracked losses are not compared again
+            best.x = torch.where(per_example(~best.fooled, x_adv), x_adv, best.x)
         if done is None:
             return best
         done.merge(active, best)
@@ -201,6 +228,7 @@ class FGSM(PGD):
     random_start: bool = field(default=False, init=False)
     restarts: int = field(default=1, init=False)
     early_stop: bool = field(default=False, init=False)
+    select: Literal["success", "best", "last"] = "last"  # the step's point, as in the paper
 
     def with_early_stop(self) -> FGSM:
         return self  # one step: nothing to save
