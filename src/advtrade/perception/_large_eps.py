@@ -69,6 +69,7 @@ def large_eps_examples(
         random_start=random_start,
         loss=loss,
         targeted=True,
+        select="best",  # the most target-like iterate, the last one included
         mode=mode,
     )
     return attack(model, x, target, generator=generator)
