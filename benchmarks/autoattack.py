@@ -73,11 +73,12 @@ def run_torchattacks(model, x, y, suite) -> tuple[list[tuple[str, float]], float
     stages = []
     for name, attack in suite:
         todo = alive.nonzero().squeeze(1)
+        began = time.perf_counter()
         if todo.numel():
             x_adv = attack(x[todo], y[todo]).detach()
             with torch.no_grad():
                 alive[todo] = model(x_adv).argmax(1) == y[todo]
-        stages.append((name, float(alive.float().mean())))
+        stages.append((name, float(alive.float().mean()), time.perf_counter() - began))
     return stages, float(alive.float().mean()), time.perf_counter() - start
 
 
@@ -92,8 +93,8 @@ def case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
     ours = robust(model, x, x_adv, y)
     print(f"\n{name}, {norm} eps={eps}, {len(x)} examples, clean "
           f"{robust(model, x, x, y):.3f}, PGD-CE-20 {pgd:.3f}")
-    print("  advtrade AutoAttack     " + "  ".join(f"{s.name} {s.robust / s.total:.3f}"
-                                                   for s in stages)
+    print("  advtrade AutoAttack     " + "  ".join(
+        f"{s.name} {s.robust / s.total:.3f} ({s.seconds:.1f} s)" for s in stages)
           + f"  -> {ours:.3f} in {ours_time:6.1f} s")
     row = {"pgd": pgd, "ours": ours, "ours_time": ours_time}
     if not reference:
@@ -102,7 +103,7 @@ def case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
         torch.manual_seed(0)
         stages_ta, acc, seconds = run_torchattacks(model, x, y,
                                                    torchattacks_suite(model, norm, eps, steps))
-        print(f"  {label:23s} " + "  ".join(f"{n} {a:.3f}" for n, a in stages_ta)
+        print(f"  {label:23s} " + "  ".join(f"{n} {a:.3f} ({t:.1f} s)" for n, a, t in stages_ta)
               + f"  -> {acc:.3f} in {seconds:6.1f} s")
         row[label] = acc
         row[label + " time"] = seconds
