@@ -125,7 +125,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, digits only")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: a shared machine's other load hits less)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     repeats = 3 if args.quick else args.repeats
     digits = load_digits()

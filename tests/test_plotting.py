@@ -67,6 +67,21 @@ def test_curves_have_the_requested_size(tmp_path, image):
     assert image(path).shape[:2] == (240, 320)
 
 
+def test_bands_shade_the_range_around_a_line(tmp_path, image):
+    x, ys = [0.0, 0.1, 0.2], {"robust": [0.9, 0.6, 0.3]}
+    plain = image(plotting.save_curves(tmp_path / "plain.png", x, ys, size_px=(320, 240)))
+    band = {"robust": ([0.8, 0.4, 0.1], [0.95, 0.8, 0.5])}
+    shaded = image(plotting.save_curves(tmp_path / "band.png", x, ys, size_px=(320, 240),
+                                        bands=band))
+    assert shaded.shape == plain.shape
+    # the shaded pixels are lighter tints of the line's colour: many pixels change
+    assert float((abs(shaded - plain).sum(-1) > 0.05).mean()) > 0.05
+    with pytest.raises(ValueError, match="names no line"):
+        plotting.save_curves(tmp_path / "c.png", x, ys, bands={"other": band["robust"]})
+    with pytest.raises(ValueError, match="needs 3 low and 3 high"):
+        plotting.save_curves(tmp_path / "c.png", x, ys, bands={"robust": ([0.1], [0.2])})
+
+
 @pytest.mark.parametrize(
     "shape", [(2, 3, 8, 8), (2, 3, 2, 8, 8), (2, 3, 4, 8, 8), (2, 0, 1, 8, 8), (6, 64)]
 )

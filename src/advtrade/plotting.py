@@ -248,6 +248,24 @@ def save_perception_figure(
     return _save(fig, out, dpi)
 
 
+def _check_bands(
+    bands: object, lines: Mapping[str, Sequence[float]], n: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    if bands is None:
+        return {}
+    if not isinstance(bands, Mapping):
+        raise TypeError("bands must map line labels to (low, high) sequences")
+    out = {}
+    for label, pair in bands.items():
+        if str(label) not in lines:
+            raise ValueError(f"bands[{label!r}] names no line; lines are {sorted(lines)}")
+        low, high = ([float(v) for v in side] for side in pair)
+        if len(low) != n or len(high) != n:
+            raise ValueError(f"bands[{label!r}] needs {n} low and {n} high values")
+        out[str(label)] = (low, high)
+    return out
+
+
 def save_curves(
     path: str | Path,
     x: Sequence[float],
@@ -259,9 +277,11 @@ def save_curves(
     size_px: tuple[int, int] = (640, 480),
     dpi: int = 100,
     ylim: tuple[float, float] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
     """Save lines ``ys[label]`` against the shared ``x`` (e.g. accuracy vs ε) as a PNG of
-    exactly ``size_px`` (width, height) pixels; returns the path. NaN values leave gaps."""
+    exactly ``size_px`` (width, height) pixels; returns the path. NaN values leave gaps.
+    ``bands[label] = (low, high)`` shades a range around that line (e.g. min–max over seeds)."""
     out = _check_path(path)
     xs = [float(v) for v in x]
     if not xs:
@@ -276,10 +296,13 @@ def save_curves(
         raise ValueError(f"size_px must be a (width, height) pair of integers, got {size_px!r}")
     width, height = (check_int("size_px", v, minimum=16) for v in size_px)
     dpi = check_int("dpi", dpi, minimum=10)
+    ranges = _check_bands(bands, lines, len(xs))
     fig = _new_figure(width, height, dpi)
     ax = fig.add_subplot(1, 1, 1)
     for label, vals in lines.items():
-        ax.plot(xs, vals, marker="o", markersize=4, label=label)
+        (line,) = ax.plot(xs, vals, marker="o", markersize=4, label=label)
+        if label in ranges:
+            ax.fill_between(xs, *ranges[label], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

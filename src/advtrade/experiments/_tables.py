@@ -97,17 +97,25 @@ def write_figures(folder: ReportFolder, results: dict[str, Any]) -> dict[str, st
         label = NORM_LABELS[norm]
         if "tradeoff" in results:
             t = results["tradeoff"][norm]
-            ys = {"clean (mean over seeds)" if len(t["seeds"]) > 1 else "clean": t["clean"]}
+            seeds = len(t["seeds"])
+            ys = {"clean": t["clean"]}
+            spreads = {"clean": t["clean_spread"]}
             for j, e in enumerate(t["eval_eps"]):
                 if e in t["train_eps"] and e > 0:
                     ys[f"robust at ε={e:g}"] = [row[j] for row in t["robust"]]
+                    spreads[f"robust at ε={e:g}"] = [row[j] for row in t["robust_spread"]]
+            bands = {  # the min–max over seeds around each mean
+                k: ([c["min"] for c in v], [c["max"] for c in v]) for k, v in spreads.items()
+            } if seeds > 1 else None
             save(
                 f"tradeoff_{norm}",
                 t["train_eps"],
                 ys,
                 xlabel=f"training ε ({label})",
                 ylabel="test accuracy",
-                title=f"accuracy vs training ε, {label}",
+                title=f"accuracy vs training ε, {label}"
+                + (f" (mean, min–max over {seeds} seeds)" if seeds > 1 else ""),
+                bands=bands,
             )
             curves = {f"trained ε={e:g}": row for e, row in zip(t["train_eps"], t["robust"])}
             save(
