@@ -52,6 +52,21 @@ def test_l2_direction_of_tiny_gradients(case: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
+def test_l2_direction_across_scales_in_one_batch(dtype) -> None:
+    """Rows from 1e-36 to 1e36 in one batch (each row's norm decides between the one-division
+    path and the rescaled one): every row is g/‖g‖ and has unit norm, and a batch of ordinary
+    rows takes exactly that division."""
+    gen = torch.Generator().manual_seed(1)
+    scales = torch.logspace(-36, 36, 25, dtype=F64).view(-1, 1, 1, 1)
+    grad = (torch.randn(25, 3, 8, 8, generator=gen, dtype=F64) * scales).to(dtype)
+    direction = L2Ball(1.0).ascent_direction(grad)
+    torch.testing.assert_close(direction.to(F64), _reference(grad), rtol=1e-6, atol=0)
+    ordinary = grad[8:17]  # scales 1e-12 .. 1e12
+    expected = ordinary / ordinary.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.equal(L2Ball(1.0).ascent_direction(ordinary), expected)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
 def test_l2_direction_of_zero_and_non_finite_gradients(dtype) -> None:
     """A zero gradient gives a zero step (no NaN); NaN counts as 0 and ±inf as ± the row's
     largest finite magnitude, so the direction is finite and the infinite entries share it

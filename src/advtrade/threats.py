@@ -199,6 +199,14 @@ class ThreatModel(ABC):
         """A random perturbation inside the ball."""
 
 
+def _safe_norm(grad: Tensor) -> float:
+    """The smallest row norm of ``grad`` computed as accurately as the dtype allows: above it
+    the squared norm is at least 1e8·n·tiny, so the squares that underflow (each below tiny, even
+    with denormals flushed) change it by less than 1e-8 relative."""
+    n = grad.numel() // grad.shape[0] if grad.shape[0] else 1
+    return 1e4 * math.sqrt(torch.finfo(grad.dtype).tiny * n)
+
+
 def _finite(grad: Tensor) -> Tensor:
     """``grad`` with NaN entries set to 0 and ±inf ones to ± the largest finite magnitude of
     their example (1 when there is none)."""
@@ -295,9 +303,14 @@ class L2Ball(ThreatModel):
     dual_p: ClassVar[float] = 2.0
 
     def ascent_direction(self, grad: Tensor) -> Tensor:
+        shape = (-1,) + (1,) * (grad.ndim - 1)
+        if grad.device.type == "cpu":  # the common case in one division: every row's norm is
+            norm = _flat_norm(grad.detach(), 2.0)  # finite and far from underflow (checking
+            low, high = torch.aminmax(norm)  # costs no sync on the CPU)
+            if float(low) >= _safe_norm(grad) and float(high) < math.inf:
+                return grad / norm.view(shape)
         # Rescale by the largest entry first so that tiny gradients neither underflow to a zero
         # norm nor get shrunk by an additive guard; an all-zero gradient stays zero (no NaN).
-        shape = (-1,) + (1,) * (grad.ndim - 1)
         scale = grad.detach().flatten(1).abs().amax(dim=1)
         # on the CPU a check is free; elsewhere the finite form is computed without a sync
         if grad.device.type != "cpu" or not bool(torch.isfinite(scale).all()):
@@ -311,8 +324,7 @@ class L2Ball(ThreatModel):
     def _project_delta(self, delta: Tensor, eps: Tensor | float) -> Tensor:
         shape = (-1,) + (1,) * (delta.ndim - 1)
         norm = _flat_norm(delta, 2.0).view(shape)
-        factor = torch.where(norm > eps, eps / norm.clamp_min(torch.finfo(delta.dtype).tiny), 1.0)
-        return delta * factor
+        return delta * (eps / norm.clamp_min(torch.finfo(delta.dtype).tiny)).clamp_max(1.0)
 
     def _random_delta(
         self, x: Tensor, eps: Tensor | float, generator: torch.Generator | None

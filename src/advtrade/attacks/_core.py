@@ -148,7 +148,7 @@ class Ascent:
         if self.eot > 1:
             logits = logits.view(self.eot, -1, logits.shape[1]).mean(0)
             objective = objective.view(self.eot, -1).mean(0)
-        fooled = success(logits, self.y, self.targeted) & torch.isfinite(objective)
+        fooled = success(logits, self.y, self.targeted) & (objective.abs() < torch.inf)
         return Point(logits, objective, fooled, grad)
 
     def __call__(self, x: Tensor, *, grad: bool = True, score: bool = True) -> Point:
