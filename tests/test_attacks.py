@@ -296,10 +296,13 @@ def test_eval_mode_is_the_default_and_as_is_keeps_train_mode():
 # -- 4. strength on a trained CNN -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("norm,epsilons", [
-    (at.LinfBall, [0.0, 0.05, 0.1, 0.2, 0.4]),
-    (at.L2Ball, [0.0, 0.5, 1.0, 2.0, 4.0]),
-])
+@pytest.mark.parametrize(
+    "norm,epsilons",
+    [
+        (at.LinfBall, [0.0, 0.05, 0.1, 0.2, 0.4]),
+        (at.L2Ball, [0.0, 0.5, 1.0, 2.0, 4.0]),
+    ],
+)
 def test_robust_accuracy_falls_with_eps_and_reaches_zero(digits_cnn, digits, norm, epsilons):
     x, y = digits.x_test[:200], digits.y_test[:200]
     accs = []
@@ -363,9 +366,9 @@ def test_restarts_and_worst_of_never_weaken_the_attack(digits_cnn, digits):
     assert (three <= one).all()  # the first restart is the single run
     fgsm = robust(at.FGSM(threat)(digits_cnn, x, y))
     pgd = robust(at.PGD(threat, steps=5, random_start=False)(digits_cnn, x, y))
-    both = robust(at.WorstOf([at.FGSM(threat), at.PGD(threat, steps=5, random_start=False)])(
-        digits_cnn, x, y
-    ))
+    both = robust(
+        at.WorstOf([at.FGSM(threat), at.PGD(threat, steps=5, random_start=False)])(digits_cnn, x, y)
+    )
     assert (both <= fgsm).all() and (both <= pgd).all()
     assert both.sum() <= min(fgsm.sum(), pgd.sum())
 
@@ -397,3 +400,23 @@ def test_attacks_are_immutable_and_with_eps_scales_step():
     assert wider.threat.eps == 0.2 and wider.step_size == pytest.approx(0.1)
     assert attack.threat.eps == 0.1
     assert copy.deepcopy(attack).steps == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_pick_rows_is_exactly_a_per_example_where(dtype) -> None:
+    """The attacks' row selection (a lerp on the CPU) returns bit for bit what torch.where does,
+    for points of any magnitude and sign, including zeros."""
+    from advtrade.attacks._core import pick_rows
+
+    gen = torch.Generator().manual_seed(0)
+    a = (
+        torch.randn(64, 3, 5, 5, generator=gen)
+        * 10.0 ** torch.randint(-3, 4, (64, 1, 1, 1), generator=gen)
+    ).to(dtype)
+    b = (torch.randn(64, 3, 5, 5, generator=gen) * 100).to(dtype)
+    a[0], b[1] = 0.0, -0.0
+    rows = torch.rand(64, generator=gen) < 0.5
+    rows[:2] = torch.tensor([False, True])
+    expected = torch.where(rows.view(-1, 1, 1, 1), a, b)
+    got = pick_rows(rows, a, b)
+    assert got.dtype == dtype and torch.equal(got, expected)

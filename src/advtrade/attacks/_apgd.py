@@ -22,7 +22,7 @@ from ..guard import ModelMode
 from ..losses import Loss, cross_entropy, dlr_loss, targeted_dlr_loss
 from ..threats import ThreatModel
 from ._base import Attack
-from ._core import Ascent, Best, ascent_step, check_iterative, take, with_restarts
+from ._core import Ascent, Best, ascent_step, check_iterative, pick_rows, take, with_restarts
 
 __all__ = ["APGD", "APGDT"]
 
@@ -206,7 +206,7 @@ class APGD(Attack):
                 s.ups = torch.zeros_like(s.ups)
                 col = _col(halve, x)
                 s.eta = torch.where(col, s.eta / 2, s.eta)
-                s.x = torch.where(col, best.x, s.x)
+                s.x = pick_rows(halve, best.x, s.x)
                 assert best.grad is not None
                 s.grad = torch.where(col, best.grad, s.grad)
                 since_check, interval = 0, max(interval - decrement, min_interval)

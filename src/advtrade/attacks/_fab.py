@@ -24,7 +24,7 @@ from ..guard import ModelMode
 from ..losses import margin_loss
 from ..threats import ThreatModel
 from ._base import Attack
-from ._core import Ascent, check_iterative, per_example
+from ._core import Ascent, check_iterative, per_example, pick_rows
 from ._hyperplane import project_onto_hyperplane, step_to_plane
 
 __all__ = ["FAB", "project_onto_hyperplane"]
@@ -272,7 +272,7 @@ class FAB(Attack):
             with torch.no_grad():
                 dist = threat.norm(candidate.to(work) - origin)
                 nearer = fooled & (dist < best_norm)
-                best = torch.where(per_example(nearer, candidate), candidate, best)
+                best = pick_rows(nearer, candidate, best)
                 best_norm = torch.where(nearer, dist, best_norm)
                 x1 = torch.where(per_example(fooled, x1), torch.lerp(origin, x1, self.beta), x1)
             if self.early_stop:

@@ -23,7 +23,7 @@ from ._core import (
     Best,
     ascent_step,
     check_iterative,
-    per_example,
+    pick_rows,
     take,
     with_restarts,
 )
@@ -202,7 +202,7 @@ class PGD(Attack):
         if score_last:
             best.update(x_adv, ascent(x_adv, grad=False))
         else:  # its outcome is left to the caller; the tracked losses are not compared again
-            best.x = torch.where(per_example(~best.fooled, x_adv), x_adv, best.x)
+            best.x = pick_rows(~best.fooled, x_adv, best.x)
         if done is None:
             return best
         done.merge(active, best)

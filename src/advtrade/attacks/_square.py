@@ -21,7 +21,7 @@ from ..guard import ModelMode
 from ..losses import margin_loss
 from ..threats import L2Ball, LinfBall, ThreatModel
 from ._base import Attack
-from ._core import Ascent, Best, Point, check_iterative
+from ._core import Ascent, Best, Point, check_iterative, pick_rows
 
 __all__ = ["Square"]
 
@@ -271,7 +271,7 @@ class Square(Attack):
             assert point.fooled is not None
             fooled = point.fooled
             better = fooled | (point.objective > obj)  # NaN never improves
-            cur = torch.where(better.view(-1, 1, 1, 1), candidate, cur)
+            cur = pick_rows(better, candidate, cur)
             obj = torch.where(better, point.objective, obj)
             if bool(fooled.any()):
                 rows = (active[fooled],)

@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--epochs", type=_positive_int, metavar="N", help="training epochs at full size")
     add("--train-steps", type=_positive_int, metavar="K", help="PGD steps in training")
-    add("--eval-steps", type=_positive_int, metavar="K", help="PGD steps in evaluation")
+    add("--eval-steps", type=_positive_int, metavar="K",
+        help="steps of the evaluation attack (each APGD, FAB or PGD run)")
     add(
         "--threads",
         type=_threads,
