@@ -211,3 +211,23 @@ def test_checkpoint_from_another_model_is_refused(digits, tmp_path: Path) -> Non
         trainer.load(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError):
         trainer.load(tmp_path / "missing.pt")
+
+
+def test_atomic_writes_keep_permissions_and_leave_no_temporary_file(tmp_path) -> None:
+    """Checkpoints and rewritten logs go through one atomic write: a new file gets the
+    permissions ``open`` would give it, a replaced file keeps its own."""
+    import stat
+
+    from advtrade.training._checkpoint import atomic_save, atomic_write
+
+    umask = os.umask(0)
+    os.umask(umask)
+    new = tmp_path / "new.pt"
+    atomic_save({"a": torch.ones(2)}, new)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask
+    old = tmp_path / "log.csv"
+    old.write_text("x\n")
+    old.chmod(0o640)
+    atomic_write(old, lambda fh: fh.write(b"y\n"))
+    assert old.read_text() == "y\n" and stat.S_IMODE(old.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "new.pt"]

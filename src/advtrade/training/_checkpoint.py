@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -29,6 +30,7 @@ __all__ = [
     "VERSION",
     "Checkpoint",
     "atomic_save",
+    "atomic_write",
     "read_checkpoint",
     "remove_orphans",
 ]
@@ -62,17 +64,26 @@ def remove_orphans(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and
-    ``os.replace``: readers see the old file or the complete new one, never a partial write.
-    Orphaned temporary files of earlier, killed saves to ``path`` are removed first."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
+    """Run ``write`` on a temporary file in ``path``'s folder, sync it, and ``os.replace`` it
+    onto ``path``: readers see the old file or the complete new one, never a partial write. The
+    file keeps its permissions (a new one gets those ``open`` would give it); orphaned temporary
+    files of earlier, killed writes to ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}", suffix=".tmp")
+    while True:
+        tmp = path.parent / f".{path.name}.{_TMP_TAG}{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
+        with suppress(OSError):
+            os.chmod(fd, path.stat().st_mode & 0o7777)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -80,6 +91,11 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -14,9 +14,7 @@ import csv
 import io
 import numbers
 import os
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +23,7 @@ import torch
 from .. import distributed
 from .._validation import check_bool, check_output_dir
 from ._callbacks import Callback, TrainerView
-from ._checkpoint import remove_orphans
+from ._checkpoint import atomic_write, remove_orphans
 from ._history import COLUMNS, Record
 
 __all__ = ["CSV_COLUMNS", "CSVLogger", "TensorBoardLogger", "tensorboard_available"]
@@ -34,7 +32,6 @@ __all__ = ["CSV_COLUMNS", "CSVLogger", "TensorBoardLogger", "tensorboard_availab
 #: besides these (from other callbacks) follow them.
 CSV_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("time") + 1]
 
-_TMP_TAG = "advtrade-"  # the temporary-name pattern of _checkpoint, so remove_orphans applies
 _HEADER_LIMIT = 1 << 16  # an advtrade header is far shorter; a longer first line is foreign
 
 
@@ -170,7 +167,8 @@ class CSVLogger(Callback):
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self._columns)
         writer.writerows([r[k] for k in self._columns] for r in self._rows)
-        _atomic_write_text(target, buffer.getvalue())
+        text = buffer.getvalue().encode("utf-8")
+        atomic_write(target, lambda fh: fh.write(text))
 
 
 def _cells(record: Mapping[str, Any], columns: Iterable[str]) -> dict[str, str]:
@@ -238,31 +236,6 @@ def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                 f"overwrite it: repair it, move it or choose another path"
             )
     return header, [dict(zip(header, row)) for row in rows]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in its folder and ``os.replace``; the
-    file keeps its permissions (a new one gets the usual ones, as ``open`` would create it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f".{path.name}.{_TMP_TAG}{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with suppress(OSError):
-            os.chmod(fd, path.stat().st_mode & 0o7777)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------ TensorBoard
