@@ -8,6 +8,7 @@ comparison that matters. PGD-CE-20 is printed beside them: the gap AutoAttack cl
 
     pip install --no-deps torchattacks==3.5.1   # the reference, never a dependency
     python benchmarks/autoattack.py             # all eight models (tens of minutes on a CPU)
+    python benchmarks/autoattack.py --data digits   # the four digits models only
     python benchmarks/autoattack.py --quick     # digits only, 200 test examples
 """
 
@@ -116,6 +117,8 @@ def case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="digits only, 200 test examples")
+    parser.add_argument("--data", choices=("all", "digits", "mnist"), default="all",
+                        help="which datasets' four models to run (default: both)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -127,9 +130,11 @@ def main() -> None:
         print("torchattacks is not installed: advtrade only "
               "(pip install --no-deps torchattacks==3.5.1)")
         reference = False
-    data: dict[str, Callable[[], Split]] = {"digits": load_digits}
-    if not args.quick:
-        data["mnist"] = load_mnist_subset
+    data: dict[str, Callable[[], Split]] = {"digits": load_digits, "mnist": load_mnist_subset}
+    if args.quick:
+        data = {"digits": load_digits}
+    elif args.data != "all":
+        data = {args.data: data[args.data]}
     rows = []
     for name, load in data.items():
         split = load(seed=0)

@@ -13,7 +13,12 @@ from torch import nn
 
 import advtrade as at
 from advtrade.attacks import FAB
-from advtrade.attacks._hyperplane import project_onto_hyperplane
+from advtrade.attacks import _hyperplane as hyperplane
+from advtrade.attacks._hyperplane import (
+    _solve_breakpoints,
+    _sorted_breakpoints,
+    project_onto_hyperplane,
+)
 
 from .conftest import SmallCNN
 
@@ -294,6 +299,67 @@ def test_projection_closed_forms_without_a_box():
         project_onto_hyperplane(t, w, b, p=INF, domain=None),
         torch.tensor([[10 / 7, -10 / 7, 0.0]], dtype=F64),
     )
+
+
+def h_of(v: torch.Tensor, rho: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Σ_i v_i·min(λ, ρ_i) per row: the function both breakpoint solvers invert."""
+    return (v * torch.minimum(lam[:, None], rho)).sum(1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 40), ties=st.booleans())
+def test_newton_and_sorted_breakpoint_solvers_agree_and_solve(seed, n, ties):
+    """Newton's solve (and its sorted fallback, forced with ``newton_steps=0``) returns the
+    λ whose h(λ) = c, the same as the sorted solve, and +inf exactly where c > h(∞)."""
+    g = gen(seed)
+    rows = 16
+    v = torch.rand(rows, n, generator=g, dtype=F64)
+    v[v < 0.2] = 0.0  # coordinates that carry no weight
+    rho = torch.rand(rows, n, generator=g, dtype=F64)
+    if ties:  # many equal breakpoints and coordinates already at their face
+        rho = (rho * 4).floor() / 4
+    top = (v * rho).sum(1)
+    c = top * torch.rand(rows, generator=g, dtype=F64) * 1.2  # about 1 in 6 rows infeasible
+    c[0] = 0.0
+    newton = _solve_breakpoints(v, rho, c)
+    fallback = _solve_breakpoints(v, rho, c, newton_steps=0)
+    sorted_ = _sorted_breakpoints(v, rho, c)
+    feasible = c <= top
+    assert torch.equal(torch.isinf(newton), ~feasible)
+    assert torch.equal(torch.isinf(sorted_), ~feasible)
+    torch.testing.assert_close(newton, sorted_, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fallback, sorted_, rtol=0, atol=0)
+    torch.testing.assert_close(h_of(v, rho, newton)[feasible], c[feasible], rtol=1e-12, atol=1e-12)
+    assert bool((newton[feasible] >= 0).all())
+
+
+def test_newton_breakpoint_solve_that_needs_many_steps_and_its_fallback(monkeypatch):
+    """Breakpoints 1, 2, …, 30 with unit weights and c = h(∞) − 0.5: each Newton step only
+    halves the distance to the last segment, so Newton lands on the root 29.5 at step 6 and
+    stands still at step 7; capped earlier, the row still moving finishes on the sorted solve,
+    with the same answer."""
+    rho = torch.arange(1.0, 31.0, dtype=F64)[None]
+    v = torch.ones_like(rho)
+    c = torch.tensor([float(rho.sum()) - 0.5], dtype=F64)
+    expected = torch.tensor([29.5], dtype=F64)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape[0])
+        return _sorted_breakpoints(*args)
+
+    monkeypatch.setattr(hyperplane, "_sorted_breakpoints", counted)
+    torch.testing.assert_close(_solve_breakpoints(v, rho, c), expected, rtol=0, atol=1e-12)
+    assert calls == []  # Newton alone within its default budget
+    for cap in (3, 6):
+        torch.testing.assert_close(
+            _solve_breakpoints(v, rho, c, newton_steps=cap), expected, rtol=0, atol=1e-12
+        )
+    assert calls == [1, 1]  # the row was still moving after 3 and after 6 steps
+    torch.testing.assert_close(
+        _solve_breakpoints(v, rho, c, newton_steps=7), expected, rtol=0, atol=1e-12
+    )
+    assert calls == [1, 1]  # 7 steps: on the root and confirmed
 
 
 # -- 3. the attack contract ----------------------------------------------------------------------

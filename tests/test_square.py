@@ -179,6 +179,91 @@ def test_output_in_ball_and_domain_within_budget(
     assert model.rows <= n * (queries + 1)
 
 
+# -- the window steps against a per-example, slice-by-slice oracle -------------------------------
+def _corner(u: torch.Tensor, free: int) -> int:
+    return min(int(float(u) * free), free - 1)
+
+
+def oracle_linf_step(cur, eps, sh, sw, u):
+    """Per example: the window at (top, left) moved by 2ε per channel, with sign −/+ as the
+    channel's uniform is below/above 1/2; everything else unchanged."""
+    out = cur.clone()
+    n, c, h, w = cur.shape
+    for i in range(n):
+        top, left = _corner(u[i, 0], h - sh + 1), _corner(u[i, 1], w - sw + 1)
+        for ch in range(c):
+            step = -2.0 if float(u[i, 2 + ch]) < 0.5 else 2.0
+            out[i, ch, top : top + sh, left : left + sw] += step * float(eps[i])
+    return out
+
+
+def oracle_l2_step(x, cur, eps, sh, sw, patterns, u):
+    """The reference's ℓ2 update, one example and one channel at a time, with slices: W1's
+    channel gets its old direction plus a signed bump, scaled to the mass of δ in W1 ∪ W2 plus
+    an equal share of the unused budget; W2 \\ W1 is zeroed; δ is rescaled to norm ε."""
+    out = torch.empty_like(x)
+    n, c, h, w = x.shape
+    for i in range(n):
+        t1, l1 = _corner(u[i, 0], h - sh + 1), _corner(u[i, 1], w - sw + 1)
+        t2, l2 = _corner(u[i, 2], h - sh + 1), _corner(u[i, 3], w - sw + 1)
+        bump = patterns[0] if float(u[i, 4]) < 0.5 else patterns[1]
+        delta = cur[i] - x[i]
+        both = torch.zeros(h, w, dtype=torch.bool)
+        both[t1 : t1 + sh, l1 : l1 + sw] = True
+        both[t2 : t2 + sh, l2 : l2 + sw] = True
+        spare = max(float(eps[i]) ** 2 - float(delta.norm()) ** 2, 0.0) / c
+        new = delta.clone()
+        new[:, t2 : t2 + sh, l2 : l2 + sw] = 0.0
+        for ch in range(c):
+            old = delta[ch, t1 : t1 + sh, l1 : l1 + sw]
+            sign = -1.0 if float(u[i, 5 + ch]) < 0.5 else 1.0
+            d = sign * bump + (old / old.norm() if float(old.norm()) > 0 else 0.0)
+            size = (spare + float(delta[ch][both].norm()) ** 2) ** 0.5
+            new[ch, t1 : t1 + sh, l1 : l1 + sw] = d / d.norm() * size if d.norm() > 0 else 0.0
+        out[i] = x[i] + float(eps[i]) * new / new.norm()
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    c=st.sampled_from([1, 3]),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+def test_window_steps_match_a_per_example_oracle(c, h, w, data, seed) -> None:
+    """The gathered/scattered window steps equal the slice-by-slice reference update on
+    overlapping and disjoint windows, every window size, flat rows (h = 1) and δ with zero
+    channels: ℓ∞ bit for bit, ℓ2 to float64 rounding."""
+    from advtrade.attacks._square import _pseudo_gaussian
+
+    sh, sw = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
+    g = torch.Generator().manual_seed(seed)
+    n, dt = 5, torch.float64
+    x = torch.rand(n, c, h, w, generator=g, dtype=dt)
+    eps = torch.rand(n, generator=g, dtype=dt) + 0.1
+    delta = torch.randn(n, c, h, w, generator=g, dtype=dt)
+    delta[0] = 0.0  # no perturbation yet: every norm is zero
+    delta[1, 0] = 0.0  # one empty channel
+    cur = x + delta / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, 1, 1, 1) * 0.5
+
+    def uniforms(k: int) -> torch.Tensor:  # what each step draws from the same seed
+        return torch.rand(n, k, generator=torch.Generator().manual_seed(seed))
+
+    linf = Square._linf_step(cur, eps.view(n, 1, 1, 1), sh, sw, torch.Generator().manual_seed(seed))
+    assert torch.equal(linf, oracle_linf_step(cur, eps, sh, sw, uniforms(2 + c)))
+
+    if h * w > 1 and (sh, sw) != (1, 1):
+        patterns = tuple(t.to(dt) for t in _pseudo_gaussian(sh, sw))
+        step = Square._l2_step(
+            x, cur, eps.view(n, 1, 1, 1), sh, sw, patterns, torch.Generator().manual_seed(seed)
+        )
+        expected = oracle_l2_step(x, cur, eps, sh, sw, patterns, uniforms(5 + c))
+        torch.testing.assert_close(step, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close((step - x).flatten(1).norm(dim=1), eps, rtol=1e-12, atol=0)
+
+
 @dataclass
 class Log:
     inputs: list[torch.Tensor]

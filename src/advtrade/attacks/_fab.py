@@ -4,7 +4,7 @@ FAB is a *minimum-norm* attack: rather than climbing a loss inside the ε-ball i
 the adversarial point closest to the input, then keeps it only if it lies within ε. Each step
 linearises the model at the current iterate, picks the decision boundary that looks closest,
 and projects both the iterate and the clean input onto that hyperplane intersected with the
-input domain (an exact, sorted solve, :func:`project_onto_hyperplane`); the step mixes the two
+input domain (an exact solve, :func:`project_onto_hyperplane`); the step mixes the two
 projections, biased towards the clean input, and overshoots by ``eta``. Once an iterate is
 adversarial it is pulled back towards the clean input by ``beta``, so the iterates trace the
 boundary inwards. For a linear model the first step is already the exact minimal-norm point.

@@ -102,28 +102,23 @@ def _draw(generator: torch.Generator | None, size: tuple[int, ...], device: torc
     return torch.rand(size, generator=generator, device=where).to(device)
 
 
-def _offsets(u: Tensor, free: int) -> Tensor:
-    """Window offsets uniform over all ``free`` positions 0, …, free − 1."""
-    return (u * free).long().clamp_(max=free - 1)
+def _windows(u: Tensor, sh: int, sw: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """The rows (B, m, sh) and columns (B, m, sw) of m random sh × sw windows per example in
+    an H × W image, from uniforms ``u`` (B, 2m): each window's (top, left) corner is uniform
+    over every position where it fits."""
+    m = u.shape[1] // 2
+    free = torch.tensor([h - sh + 1, w - sw + 1] * m, device=u.device)
+    corner = torch.minimum((u * free.to(u.dtype)).long(), free - 1)
+    rows = corner[:, 0::2, None] + torch.arange(sh, device=u.device)
+    cols = corner[:, 1::2, None] + torch.arange(sw, device=u.device)
+    return rows, cols
 
 
-def _mask(top: Tensor, left: Tensor, sh: int, sw: int, h: int, w: int) -> Tensor:
-    """(B, 1, H, W) masks of one sh × sw window per example, at (top, left)."""
-    r = torch.arange(h, device=top.device)
-    c = torch.arange(w, device=top.device)
-    rows = (r >= top[:, None]) & (r < top[:, None] + sh)
-    cols = (c >= left[:, None]) & (c < left[:, None] + sw)
-    return (rows[:, :, None] & cols[:, None, :])[:, None]
-
-
-def _embed(pattern: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
-    """(B, 1, H, W) images holding each example's (sh, sw) ``pattern`` at (top, left), 0 else."""
-    n, sh, sw = pattern.shape
-    r = (torch.arange(h, device=top.device) - top[:, None]).clamp(0, sh - 1)
-    c = (torch.arange(w, device=top.device) - left[:, None]).clamp(0, sw - 1)
-    index = (r[:, :, None] * sw + c[:, None, :]).view(n, h * w)
-    values = pattern.reshape(n, sh * sw).gather(1, index).view(n, 1, h, w)
-    return values * _mask(top, left, sh, sw, h, w)
+def _pixels(rows: Tensor, cols: Tensor, w: int) -> Tensor:
+    """(B, m, sh·sw) flat pixel indices (row-major over an H × W image) of the windows
+    :func:`_windows` drew: their pixels, gathered or scattered without touching the rest."""
+    n, m, sh = rows.shape
+    return (rows[..., :, None] * w + cols[..., None, :]).view(n, m, sh * cols.shape[-1])
 
 
 @dataclass(frozen=True)
@@ -290,12 +285,14 @@ class Square(Attack):
         cur: Tensor, eps: Tensor, sh: int, sw: int, generator: torch.Generator | None
     ) -> Tensor:
         """``cur`` with one random window per example moved by 2ε·σ (σ = ±1 per channel); the
-        projection then sets the window to x ± ε."""
+        projection then sets the window to x ± ε. Only the window's pixels are computed."""
         n, c, h, w = cur.shape
         u = _draw(generator, (n, 2 + c), cur.device)
-        window = _mask(_offsets(u[:, 0], h - sh + 1), _offsets(u[:, 1], w - sw + 1), sh, sw, h, w)
-        sign = torch.where(u[:, 2:] < 0.5, -2.0, 2.0).to(cur.dtype).view(n, c, 1, 1)
-        return torch.addcmul(cur, window * eps, sign)
+        index = _pixels(*_windows(u[:, :2], sh, sw, h, w), w).expand(n, c, sh * sw)
+        sign = torch.where(u[:, 2:] < 0.5, -2.0, 2.0).to(cur.dtype).view(n, c, 1)
+        flat = cur.reshape(n, c, h * w)
+        moved = torch.addcmul(flat.gather(2, index), eps.view(n, 1, 1), sign)
+        return flat.clone().scatter_(2, index, moved).view_as(cur)
 
     @staticmethod
     def _l2_step(
@@ -309,24 +306,36 @@ class Square(Attack):
     ) -> Tensor:
         """The reference's ℓ2 update: per channel, the mass of δ in windows W1 ∪ W2 (and any
         unused budget) goes to W1 as a ±bump added to W1's old direction; W2 is zeroed; the
-        whole perturbation is rescaled to ‖δ‖₂ = ε."""
+        whole perturbation is rescaled to ‖δ‖₂ = ε. The windows are gathered and scattered,
+        so apart from δ's norms and the final rescale no step touches the whole image."""
         n, c, h, w = x.shape
+        k = sh * sw
         u = _draw(generator, (n, 5 + c), x.device)
-        top1, left1 = _offsets(u[:, 0], h - sh + 1), _offsets(u[:, 1], w - sw + 1)
-        top2, left2 = _offsets(u[:, 2], h - sh + 1), _offsets(u[:, 3], w - sw + 1)
-        w1, w2 = _mask(top1, left1, sh, sw, h, w), _mask(top2, left2, sh, sw, h, w)
-        pattern = torch.where((u[:, 4] < 0.5).view(n, 1, 1), patterns[0], patterns[1])
-        bump = _embed(pattern, top1, left1, h, w)
-        sign = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype).view(n, c, 1, 1)
-        delta = cur - x
-        pixels = (-2, -1)
-        old = delta * w1
-        new = bump * sign + _safe_div(old, _norm(old, pixels))
-        spare = (eps.square() - _norm(delta, (1, 2, 3)).square()).clamp_min(0) / c
-        size = (spare + _norm(delta * (w1 | w2), pixels).square()).sqrt()
-        new = _safe_div(new, _norm(new, pixels)) * size
-        delta = torch.where(w1, new, delta.masked_fill(w2, 0.0))
-        return x + eps * _safe_div(delta, _norm(delta, (1, 2, 3)))
+        rows, cols = _windows(u[:, :4], sh, sw, h, w)  # W1 and W2
+        pixels = _pixels(rows, cols, w)
+        in1, in2 = pixels[:, :1].expand(n, c, k), pixels[:, 1:].expand(n, c, k)
+        # which pixels of W2 lie in W1 as well
+        r, cl = rows[:, 1], cols[:, 1]
+        r = (r >= rows[:, :1, 0]) & (r <= rows[:, :1, -1])
+        cl = (cl >= cols[:, :1, 0]) & (cl <= cols[:, :1, -1])
+        overlap = (r[:, :, None] & cl[:, None, :]).view(n, 1, k)
+        pattern = torch.where(
+            (u[:, 4] < 0.5).view(n, 1), patterns[0].reshape(1, k), patterns[1].reshape(1, k)
+        )
+        sign = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype).view(n, c, 1)
+        delta = (cur - x).reshape(n, c, h * w)
+        old = delta.gather(2, in1)  # δ on W1, per channel
+        only2 = delta.gather(2, in2).masked_fill(overlap, 0.0)  # δ on W2 \ W1
+        old_norm = _norm(old, (-1,))
+        new = torch.addcmul(_safe_div(old, old_norm), pattern[:, None, :], sign)
+        eps = eps.view(n, 1, 1)
+        spare = (eps.square() - _norm(delta, (1, 2)).square()).clamp_min(0) / c
+        size = (spare + old_norm.square() + _norm(only2, (-1,)).square()).sqrt()
+        new = _safe_div(new, _norm(new, (-1,))) * size
+        delta = delta.clone().scatter_(2, in2, 0.0).scatter_(2, in1, new)
+        return torch.addcmul(
+            x, _safe_div(delta, _norm(delta, (1, 2))).view_as(x), eps.view(n, 1, 1, 1)
+        )
 
     @staticmethod
     def _blocks(x: Tensor, generator: torch.Generator | None) -> Tensor:
